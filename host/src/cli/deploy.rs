@@ -1,0 +1,159 @@
+//! `proximity deploy`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, ValueEnum};
+
+use super::output::{print_event, print_outcome, print_run_error};
+use super::recipe::ensure_built;
+use super::CatalogArgs;
+use crate::backend::sim::{SimBackend, SimScript};
+use crate::catalog::Catalog;
+use crate::deploy::{prepare, DeployInput};
+use crate::events::EventSink;
+use crate::manifest::ResourceOverrides;
+use crate::plan;
+use crate::runtime::{Runtime, RuntimeConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// In-process simulated cluster: records a plan, touches nothing.
+    Sim,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Recipe id in the catalog, or a path to a recipe directory.
+    recipe: String,
+    /// A parameter, as NAME=VALUE (repeatable).
+    #[arg(short, long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Where to deploy.
+    #[arg(long, value_enum, default_value = "sim", env = "PROXIMITY_BACKEND")]
+    backend: BackendKind,
+    /// Only show what would happen: run on the simulator and print the plan.
+    #[arg(long)]
+    dry_run: bool,
+    /// Node to place the container on.
+    #[arg(long)]
+    node: Option<String>,
+    /// Name for the app (default: recipe id and a random suffix).
+    #[arg(long)]
+    app_id: Option<String>,
+    #[arg(long)]
+    cores: Option<u32>,
+    #[arg(long)]
+    memory_mb: Option<u32>,
+    #[arg(long)]
+    swap_mb: Option<u32>,
+    #[arg(long)]
+    disk_gb: Option<u32>,
+    /// Keep the containers of a failed run for debugging.
+    #[arg(long)]
+    keep_failed: bool,
+    /// Print the text of every file written (secrets redacted).
+    #[arg(long)]
+    show_files: bool,
+    /// Print the result and plan as JSON on stdout (progress still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    catalog: CatalogArgs,
+}
+
+pub async fn run(args: DeployArgs) -> Result<ExitCode> {
+    let params = parse_params(&args.params)?;
+    let entry = Catalog::new(&args.catalog.catalog).find(&args.recipe)?;
+    let input = DeployInput {
+        params,
+        resources: ResourceOverrides {
+            cores: args.cores,
+            memory_mb: args.memory_mb,
+            swap_mb: args.swap_mb,
+            disk_gb: args.disk_gb,
+        },
+        node: args.node.clone(),
+        app_id: args.app_id.clone(),
+        keep_failed: args.keep_failed,
+    };
+    let prepared = match prepare(entry.manifest.clone(), input) {
+        Ok(prepared) => prepared,
+        Err(problems) => {
+            eprintln!("error: invalid parameters for recipe `{}`:", entry.manifest.recipe.id);
+            for problem in &problems.0 {
+                eprintln!("  - {}: {}", problem.name, problem.message);
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+
+    let component = ensure_built(&entry.dir)?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let recipe = runtime.load(&component).await?;
+
+    // Only the simulator exists so far; `--dry-run` always means the simulator.
+    let BackendKind::Sim = args.backend;
+    let sim = SimBackend::new(SimScript::for_recipe(&entry.dir)?);
+    let backend: Arc<SimBackend> = Arc::new(sim.clone());
+
+    let redactor = prepared.redactor();
+    let (events, mut receiver) = EventSink::channel(redactor.clone());
+    let printer = tokio::spawn(async move {
+        while let Some(event) = receiver.recv().await {
+            print_event(&event);
+        }
+    });
+    eprintln!(
+        "proximity: deploying {} {} as `{}` on the sim backend{} (deployment {})",
+        entry.manifest.recipe.id,
+        entry.manifest.recipe.version,
+        prepared.app_id,
+        if args.dry_run { ", dry run" } else { "" },
+        prepared.deployment_id,
+    );
+    let request = prepared.install_request(backend.clone(), backend.clone(), events);
+    let outcome = runtime.run(&recipe, request).await;
+    printer.await.context("progress printer failed")?;
+
+    let mut steps = sim.plan();
+    steps.iter_mut().for_each(|step| step.redact(&|text| redactor.redact(text)));
+    if args.json {
+        let report = match &outcome {
+            Ok(ok) => serde_json::json!({ "ok": true, "app_id": prepared.app_id, "outcome": ok, "plan": steps }),
+            Err(err) => serde_json::json!({ "ok": false, "app_id": prepared.app_id, "error": err, "message": err.to_string(), "plan": steps }),
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("Plan ({} operations on the sim backend):", steps.len());
+        print!("{}", plan::render(&steps, args.show_files));
+    }
+    match outcome {
+        Ok(outcome) => {
+            if !args.json {
+                print_outcome(&prepared.app_id, &outcome, &prepared);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            // On stderr, so it shows with --json too.
+            print_run_error(&err);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut params = BTreeMap::new();
+    for item in raw {
+        let Some((name, value)) = item.split_once('=') else {
+            bail!("--param `{item}` must look like NAME=VALUE");
+        };
+        if params.insert(name.trim().to_string(), value.to_string()).is_some() {
+            bail!("--param `{name}` is given more than once");
+        }
+    }
+    Ok(params)
+}

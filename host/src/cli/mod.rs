@@ -1,0 +1,64 @@
+//! The `proximity` command line.
+
+mod deploy;
+mod output;
+mod recipe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "proximity", version, about = "Self-hosted app store for Proxmox VE: sandboxed WebAssembly recipes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deploy a recipe: validate its parameters, run its install, print progress and the result.
+    Deploy(deploy::DeployArgs),
+    /// Work with recipes: inspect manifests and grants, build components.
+    #[command(subcommand)]
+    Recipe(recipe::RecipeCommand),
+}
+
+/// Options shared by commands that read the catalog.
+#[derive(clap::Args, Clone)]
+struct CatalogArgs {
+    /// Directory of recipe directories.
+    #[arg(long, env = "PROXIMITY_CATALOG", default_value = "recipes")]
+    catalog: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROXIMITY_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Deploy(args) => deploy::run(args).await,
+            Command::Recipe(command) => recipe::run(command).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

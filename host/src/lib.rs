@@ -1,0 +1,20 @@
+//! Proximity: a self-hosted app store for Proxmox VE whose apps are sandboxed
+//! WebAssembly recipes.
+//!
+//! - [`manifest`]: `recipe.toml`, parameters and grants.
+//! - [`runtime`]: loads recipe components and runs them in a sandbox.
+//! - [`capabilities`]: what a recipe may call, checked against its grants.
+//! - [`backend`]: the infrastructure behind the capabilities (`sim`, ...).
+//! - [`deploy`]: one deployment from catalog entry to result.
+//! - [`cli`]: the `proximity` command.
+
+pub mod backend;
+pub mod bindings;
+pub mod capabilities;
+pub mod catalog;
+pub mod cli;
+pub mod deploy;
+pub mod events;
+pub mod manifest;
+pub mod plan;
+pub mod runtime;

@@ -1,0 +1,178 @@
+//! The first recipes deploy on the simulator, and their plans show what a
+//! real backend would be asked to do.
+
+use std::time::Duration;
+
+use proximity::backend::sim::{ExecRule, SimBackend, SimScript};
+use proximity::events::EventKind;
+use proximity::manifest::ParamValue;
+use proximity::plan::PlanStep;
+use proximity::runtime::{ActionResult, RunFailure, Runtime, RuntimeConfig};
+use proximity_tests::{install, recipe, sim_for};
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime starts")
+}
+
+fn execs(plan: &[PlanStep]) -> Vec<Vec<String>> {
+    plan.iter()
+        .filter_map(|step| match step {
+            PlanStep::Exec { argv, .. } => Some(argv.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn written(plan: &[PlanStep], path: &str) -> Option<(u32, String)> {
+    plan.iter().find_map(|step| match step {
+        PlanStep::WriteFile { path: p, mode, text, .. } if p == path => Some((*mode, text.clone().unwrap_or_default())),
+        _ => None,
+    })
+}
+
+fn secret(params: &proximity::manifest::ResolvedParams, name: &str) -> String {
+    match params.values.iter().find(|(n, _)| n == name) {
+        Some((_, ParamValue::Text(value))) => value.clone(),
+        other => panic!("secret {name} missing: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn nginx_installs_natively_and_the_plan_shows_every_operation() {
+    let nginx = recipe("recipes/nginx");
+    let sim = sim_for(&nginx, vec![]);
+    let run = install(&runtime(), &nginx, &[("greeting", "Hello from the test")], &sim).await;
+    let outcome = run.outcome.expect("nginx installs on sim");
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let plan = sim.plan();
+
+    let PlanStep::CreateLxc { spec, .. } = &plan[0] else { panic!("first operation creates the container: {plan:?}") };
+    assert_eq!(spec.hostname, run.prepared.app_id);
+    assert!(spec.os_template.starts_with("debian"), "{spec:?}");
+    assert!(spec.unprivileged);
+    assert!(spec.tags.contains(&"proximity".to_string()));
+
+    let commands = execs(&plan);
+    assert!(
+        commands.iter().any(|argv| argv.first().map(String::as_str) == Some("apt-get") && argv.contains(&"nginx".to_string())),
+        "nginx is installed with apt-get: {commands:?}"
+    );
+    let (_, page) = written(&plan, "/var/www/html/index.html").expect("the site is written");
+    assert!(page.contains("Hello from the test"), "{page}");
+    assert!(plan.iter().any(|s| matches!(s, PlanStep::WaitTcp { port: 80, .. } | PlanStep::WaitHttp { .. })), "{plan:?}");
+
+    let url = app.url.as_deref().expect("nginx reports its URL");
+    assert!(url.starts_with("http://10.99."), "{url}");
+    assert_eq!(outcome.created.len(), 1);
+    let steps: Vec<&str> = run
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Step { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(steps.len() >= 3, "progress shows each step: {steps:?}");
+}
+
+#[tokio::test]
+async fn wordpress_follows_the_docker_compose_flow_with_generated_secrets() {
+    let wordpress = recipe("recipes/wordpress");
+    let sim = sim_for(&wordpress, vec![]);
+    let run = install(&runtime(), &wordpress, &[], &sim).await;
+    run.outcome.as_ref().expect("wordpress installs on sim");
+    let plan = sim.plan();
+
+    let PlanStep::CreateLxc { spec, .. } = &plan[0] else { panic!("first operation creates the container: {plan:?}") };
+    assert!(spec.features.nesting && spec.features.keyctl, "Docker in LXC needs nesting and keyctl: {spec:?}");
+    assert!(spec.unprivileged);
+
+    let commands = execs(&plan);
+    let position = |needle: &[&str]| {
+        commands
+            .iter()
+            .position(|argv| needle.iter().all(|n| argv.iter().any(|a| a == n)))
+            .unwrap_or_else(|| panic!("no command with {needle:?} in {commands:#?}"))
+    };
+    let install_docker = position(&["docker"]);
+    let info = position(&["docker", "info"]);
+    let pull = position(&["pull"]);
+    let up = position(&["up", "-d"]);
+    let ps = position(&["ps"]);
+    assert!(install_docker <= info && info < pull && pull < up && up < ps, "steps in order: {commands:#?}");
+
+    // The compose file carries the generated passwords, never fixed ones.
+    let password = secret(&run.prepared.params, "db-password");
+    let root_password = secret(&run.prepared.params, "db-root-password");
+    assert!(password.len() >= 16 && root_password.len() >= 16);
+    assert_ne!(password, root_password);
+    let compose = plan
+        .iter()
+        .find_map(|s| match s {
+            PlanStep::WriteFile { path, text, .. } if path.ends_with("docker-compose.yml") => text.clone(),
+            _ => None,
+        })
+        .expect("docker-compose.yml is written");
+    assert!(compose.contains(&password) && compose.contains(&root_password));
+    assert!(compose.contains("wordpress") && compose.contains("mariadb"), "{compose}");
+
+    // Step timeouts from the parameters' defaults reach the backend.
+    let timeout_of = |needle: &str| {
+        plan.iter()
+            .find_map(|s| match s {
+                PlanStep::Exec { argv, timeout_ms, .. } if argv.iter().any(|a| a == needle) => Some(*timeout_ms),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(timeout_of("pull"), 600_000);
+
+    // Secrets never appear in events.
+    for event in &run.events {
+        let text = format!("{event:?}");
+        assert!(!text.contains(&password) && !text.contains(&root_password), "secret leaked in {text}");
+    }
+
+    // A second deployment gets other secrets.
+    let again = install(&runtime(), &wordpress, &[], &sim_for(&wordpress, vec![])).await;
+    assert_ne!(secret(&again.prepared.params, "db-password"), password);
+}
+
+#[tokio::test]
+async fn a_failing_command_fails_the_step_with_its_stderr_and_cleans_up() {
+    let wordpress = recipe("recipes/wordpress");
+    let sim = sim_for(&wordpress, vec![ExecRule::words(&["compose", "pull"]).fails(1, "manifest unknown: wordpress:nope")]);
+    let run = install(&runtime(), &wordpress, &[], &sim).await;
+    let err = run.outcome.expect_err("the pull fails");
+    let RunFailure::Recipe(recipe_error) = &err.failure else { panic!("{err:?}") };
+    assert_eq!(recipe_error.kind, "backend");
+    assert!(recipe_error.message.contains("manifest unknown"), "stderr is in the error: {recipe_error}");
+    assert!(err.step.as_deref().is_some_and(|s| s.to_lowercase().contains("pull")), "the step is named: {err:?}");
+    assert_eq!(err.destroyed.len(), 1);
+    assert!(sim.containers().is_empty(), "the container is destroyed");
+    assert!(matches!(sim.plan().last(), Some(PlanStep::Destroy { .. })));
+}
+
+// Paused time: the simulated 45 s pull and the 30 s timeout take no real time.
+#[tokio::test(start_paused = true)]
+async fn a_command_past_its_step_timeout_fails_with_timeout() {
+    let wordpress = recipe("recipes/wordpress");
+    let sim = sim_for(&wordpress, vec![ExecRule::words(&["compose", "pull"]).takes(Duration::from_secs(45))]);
+    let run = install(&runtime(), &wordpress, &[("pull-timeout-secs", "30")], &sim).await;
+    let err = run.outcome.expect_err("the pull times out");
+    let RunFailure::Recipe(recipe_error) = &err.failure else { panic!("{err:?}") };
+    assert_eq!(recipe_error.kind, "timeout", "{recipe_error}");
+    assert!(recipe_error.message.contains("30s"), "{recipe_error}");
+    assert!(sim.containers().is_empty(), "the container is destroyed");
+}
+
+#[tokio::test]
+async fn a_backend_that_cannot_create_fails_cleanly() {
+    let sim = SimBackend::new(SimScript { fail_create: Some("storage local-lvm is full".into()), ..Default::default() });
+    let run = install(&runtime(), &recipe("recipes/nginx"), &[], &sim).await;
+    let err = run.outcome.expect_err("create fails");
+    let RunFailure::Recipe(recipe_error) = &err.failure else { panic!("{err:?}") };
+    assert_eq!(recipe_error.kind, "backend");
+    assert!(recipe_error.message.contains("storage local-lvm is full"), "{recipe_error}");
+    assert!(err.destroyed.is_empty() && sim.containers().is_empty());
+}

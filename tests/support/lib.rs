@@ -1,0 +1,74 @@
+//! Shared helpers for the workspace integration tests.
+//!
+//! Recipe components are built by `cargo xtask build-recipes` (which
+//! `cargo xtask test` runs first). A missing component fails the test with
+//! the command to run: it is never a silent skip.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proximity::backend::sim::{ExecRule, SimBackend, SimScript};
+use proximity::catalog::CatalogEntry;
+use proximity::deploy::{prepare, DeployInput, PreparedDeploy};
+use proximity::events::{Event, EventSink};
+use proximity::runtime::{LoadedRecipe, RunError, RunOutcome, Runtime};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// A recipe directory, relative to the repository root (e.g. `recipes/nginx`).
+pub fn recipe(rel: &str) -> CatalogEntry {
+    let dir = repo_root().join(rel);
+    let entry = CatalogEntry::load(&dir).unwrap_or_else(|err| panic!("loading {}: {err:#}", dir.display()));
+    let component = entry.component_path();
+    assert!(
+        component.is_file(),
+        "{} is not built: run `cargo xtask build-recipes` (`cargo xtask test` does it for you)",
+        component.display()
+    );
+    entry
+}
+
+pub async fn load(runtime: &Runtime, entry: &CatalogEntry) -> Arc<LoadedRecipe> {
+    runtime.load(&entry.component_path()).await.expect("recipe component loads")
+}
+
+pub fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+pub fn prepared(entry: &CatalogEntry, pairs: &[(&str, &str)]) -> PreparedDeploy {
+    let input = DeployInput { params: params(pairs), ..Default::default() };
+    prepare(entry.manifest.clone(), input).unwrap_or_else(|errs| panic!("parameters rejected: {errs}"))
+}
+
+/// What one install run produced.
+pub struct Installed {
+    pub outcome: Result<RunOutcome, RunError>,
+    pub events: Vec<Event>,
+    pub prepared: PreparedDeploy,
+}
+
+/// Run `install` of `entry` with `pairs` on `sim`, collecting every event.
+pub async fn install(runtime: &Runtime, entry: &CatalogEntry, pairs: &[(&str, &str)], sim: &SimBackend) -> Installed {
+    let recipe = load(runtime, entry).await;
+    let prepared = prepared(entry, pairs);
+    let (events, mut receiver) = EventSink::channel(prepared.redactor());
+    let backend = Arc::new(sim.clone());
+    let outcome = runtime.run(&recipe, prepared.install_request(backend.clone(), backend, events)).await;
+    let mut collected = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        collected.push(event);
+    }
+    Installed { outcome, events: collected, prepared }
+}
+
+/// The simulator as the recipe's own `sim.toml` scripts it, with `rules`
+/// taking precedence (fault injection).
+pub fn sim_for(entry: &CatalogEntry, rules: Vec<ExecRule>) -> SimBackend {
+    let mut script = SimScript::for_recipe(&entry.dir).expect("the recipe's sim.toml parses");
+    script.exec_rules.splice(0..0, rules);
+    SimBackend::new(script)
+}

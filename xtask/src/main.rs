@@ -1,0 +1,95 @@
+//! `cargo xtask …`: build and test orchestration for the Proximity workspace.
+//!
+//! Every task that runs tests or the host builds the recipes first, because the
+//! host's tests and demos load their components from `<recipe>/target/recipe.wasm`.
+
+mod build_recipes;
+mod cargo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [args…]
+
+tasks:
+  build-recipes    build every recipe in recipes/ and tests/recipes/ into its component
+  test [args…]     build-recipes, then `cargo test --workspace [args…]` (all tests)
+  demo             build-recipes, then deploy nginx and wordpress on the simulated backend
+  bench [args…]    build-recipes, then `cargo bench -p proximity [args…]`";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let result = match task.as_str() {
+        "build-recipes" => no_args(task, rest).and_then(|()| build_recipes::run(&repo_root())),
+        "test" => test(&repo_root(), rest),
+        "demo" => no_args(task, rest).and_then(|()| demo(&repo_root())),
+        "bench" => bench(&repo_root(), rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprintln!("xtask: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask lives in `<root>/xtask`.
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+fn no_args(task: &str, rest: &[String]) -> Result<()> {
+    if !rest.is_empty() {
+        bail!("`{task}` takes no arguments (got: {})", rest.join(" "));
+    }
+    Ok(())
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    build_recipes::run(root)?;
+    cargo::run(root, &["test", "--workspace", "--no-fail-fast"], extra)
+}
+
+fn demo(root: &Path) -> Result<()> {
+    build_recipes::run(root)?;
+    for app in ["nginx", "wordpress"] {
+        let deploy = [
+            "run",
+            "-p",
+            "proximity",
+            "--",
+            "deploy",
+            app,
+            "--backend",
+            "sim",
+            "--catalog",
+            "recipes",
+        ];
+        cargo::run(root, &deploy, &[])?;
+    }
+    Ok(())
+}
+
+fn bench(root: &Path, extra: &[String]) -> Result<()> {
+    build_recipes::run(root)?;
+    cargo::run(root, &["bench", "-p", "proximity"], extra)
+}
