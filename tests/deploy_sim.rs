@@ -62,7 +62,7 @@ async fn nginx_installs_natively_and_the_plan_shows_every_operation() {
     assert!(plan.iter().any(|s| matches!(s, PlanStep::WaitTcp { port: 80, .. } | PlanStep::WaitHttp { .. })), "{plan:?}");
 
     let url = app.url.as_deref().expect("nginx reports its URL");
-    assert!(url.starts_with("http://10.99."), "{url}");
+    assert!(url.starts_with("http://198.18."), "{url}");
     assert_eq!(outcome.created.len(), 1);
     let steps: Vec<&str> = run
         .events

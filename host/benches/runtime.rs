@@ -99,17 +99,27 @@ async fn main() {
     }
     println!("cached load (disk):          {:>10}  median of 20", fmt(median(cached)));
 
-    // Warm instantiate.
-    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
-    let recipe = runtime.load(&component).await.unwrap();
-    let mut inst = Vec::new();
-    for _ in 0..2000 {
-        let start = Instant::now();
-        runtime.instantiate_only(&recipe, &bench.manifest).await.unwrap();
-        inst.push(start.elapsed());
+    // Warm instantiate, with fresh mappings per run and with the pooling allocator.
+    let mut by_strategy = Vec::new();
+    for pooling in [false, true] {
+        let runtime = Runtime::new(RuntimeConfig { pooling, ..Default::default() }).unwrap();
+        let recipe = runtime.load(&component).await.unwrap();
+        let mut inst = Vec::new();
+        for _ in 0..2000 {
+            let start = Instant::now();
+            runtime.instantiate_only(&recipe, &bench.manifest).await.unwrap();
+            inst.push(start.elapsed());
+        }
+        let inst = median(inst);
+        let name = if pooling { "pooling" } else { "on-demand" };
+        println!("warm instantiate ({name:>9}): {:>10}  median of 2000; {}", fmt(inst), verdict(inst, Duration::from_micros(100)));
+        by_strategy.push(inst);
     }
-    let inst = median(inst);
-    println!("warm instantiate:            {:>10}  median of 2000; {}", fmt(inst), verdict(inst, Duration::from_micros(100)));
+    println!(
+        "pooling allocator speed-up:  {:>9.1}x",
+        by_strategy[0].as_secs_f64() / by_strategy[1].as_secs_f64()
+    );
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
 
     // A whole run that does nothing: instantiate + context + call + cleanup.
     let mut empty = Vec::new();

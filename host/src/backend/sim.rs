@@ -365,9 +365,10 @@ impl Backend for SimBackend {
     async fn address(&self, container: &ContainerRef, _timeout: Duration) -> Result<String, BackendError> {
         self.running(container)?;
         self.with_container(container, |c, _| {
-            // 10.99.0.0/16 is documentation-free but never routed here: the
-            // simulation never sends traffic to it.
-            Ok(format!("10.99.{}.{}", c.vmid / 250, c.vmid % 250 + 2))
+            // From 198.18.0.0/15, a range reserved for benchmarks and never
+            // assigned to hosts, so a simulated address cannot be mistaken
+            // for a real one. Nothing ever sends traffic to it.
+            Ok(format!("198.18.{}.{}", c.vmid / 250, c.vmid % 250 + 2))
         })
     }
 

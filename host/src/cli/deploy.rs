@@ -9,14 +9,14 @@ use clap::{Args, ValueEnum};
 
 use super::output::{print_event, print_outcome, print_run_error};
 use super::recipe::ensure_built;
-use super::CatalogArgs;
+use super::{CatalogArgs, RuntimeArgs};
 use crate::backend::sim::{SimBackend, SimScript};
 use crate::catalog::Catalog;
 use crate::deploy::{prepare, DeployInput};
 use crate::events::EventSink;
 use crate::manifest::ResourceOverrides;
 use crate::plan;
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::Runtime;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BackendKind {
@@ -60,8 +60,13 @@ pub struct DeployArgs {
     /// Print the result and plan as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Rebuild the recipe from source before deploying.
+    #[arg(long)]
+    build: bool,
     #[command(flatten)]
     catalog: CatalogArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
 }
 
 pub async fn run(args: DeployArgs) -> Result<ExitCode> {
@@ -90,8 +95,8 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
         }
     };
 
-    let component = ensure_built(&entry.dir)?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let component = ensure_built(&entry.dir, args.build)?;
+    let runtime = Runtime::new(args.runtime.config())?;
     let recipe = runtime.load(&component).await?;
 
     // Only the simulator exists so far; `--dry-run` always means the simulator.

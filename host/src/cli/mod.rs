@@ -33,6 +33,37 @@ struct CatalogArgs {
     catalog: PathBuf,
 }
 
+/// Operator limits and the compiled-code cache, shared by commands that run recipes.
+#[derive(clap::Args, Clone)]
+struct RuntimeArgs {
+    /// Where compiled recipe code is cached [default: $XDG_CACHE_HOME/proximity/native or ~/.cache/proximity/native].
+    #[arg(long, env = "PROXIMITY_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Upper bound on any recipe's memory, whatever its manifest asks.
+    #[arg(long, env = "PROXIMITY_MAX_MEMORY_MB", default_value_t = 512)]
+    max_memory_mb: u32,
+    /// Upper bound on any run's deadline, whatever its manifest asks.
+    #[arg(long, env = "PROXIMITY_MAX_TIMEOUT_SECS", default_value_t = 3600)]
+    max_timeout_secs: u64,
+}
+
+impl RuntimeArgs {
+    fn config(&self) -> crate::runtime::RuntimeConfig {
+        let cache_dir = self.cache_dir.clone().or_else(|| {
+            let base = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+            Some(base.join("proximity").join("native"))
+        });
+        crate::runtime::RuntimeConfig {
+            cache_dir,
+            max_memory_mb: self.max_memory_mb,
+            max_timeout: std::time::Duration::from_secs(self.max_timeout_secs),
+            ..Default::default()
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -41,7 +41,7 @@ pub fn print_outcome(app_id: &str, outcome: &RunOutcome, prepared: &PreparedDepl
         }
         if !prepared.params.generated.is_empty() {
             let names: Vec<&str> = prepared.params.generated.iter().map(String::as_str).collect();
-            println!("  generated secrets: {} (kept by the host, never printed)", names.join(", "));
+            println!("  generated secrets: {} (never printed; not stored by this command)", names.join(", "));
         }
     }
 }

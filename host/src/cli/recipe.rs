@@ -112,14 +112,44 @@ fn describe_parameter(p: &ParameterSpec) -> String {
     line
 }
 
-/// The recipe's component, building it first when it does not exist yet.
-pub fn ensure_built(dir: &Path) -> Result<PathBuf> {
+/// The recipe's component: built now when asked or when there is none yet,
+/// otherwise the existing one, with a warning when sources are newer.
+pub fn ensure_built(dir: &Path, rebuild: bool) -> Result<PathBuf> {
     let component = proximity_builder::component_path(dir);
-    if component.is_file() {
+    if component.is_file() && !rebuild {
+        if let Some(newer) = newer_source(dir, &component) {
+            eprintln!(
+                "warning: {} changed after the component was built; deploying the old build \
+                 (pass --build, or run `proximity recipe build {}`)",
+                newer.display(),
+                dir.display()
+            );
+        }
         return Ok(component);
     }
-    eprintln!("proximity: {} is not built yet; building it", dir.display());
+    eprintln!("proximity: building the recipe in {}", dir.display());
     let built = proximity_builder::build_recipe(dir, &proximity_builder::BuildOptions::default())
         .with_context(|| format!("building the recipe in {}", dir.display()))?;
     Ok(built.component)
+}
+
+/// A file in the recipe directory modified after `component`, if any (the
+/// SDK and WIT outside it are not looked at: `--build` covers those).
+fn newer_source(dir: &Path, component: &Path) -> Option<PathBuf> {
+    let built = std::fs::metadata(component).and_then(|m| m.modified()).ok()?;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).ok()?.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                if entry.file_name() != "target" {
+                    pending.push(path);
+                }
+            } else if meta.modified().is_ok_and(|modified| modified > built) {
+                return Some(path);
+            }
+        }
+    }
+    None
 }

@@ -28,8 +28,8 @@ pub struct RecipeLimiter {
 /// Table elements a recipe may have; far above what real recipes use.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Core instances and memories per component (interpreters bring several).
-const MAX_INSTANCES: usize = 64;
-const MAX_MEMORIES: usize = 16;
+pub(crate) const MAX_INSTANCES: usize = 64;
+pub(crate) const MAX_MEMORIES: usize = 16;
 
 impl RecipeLimiter {
     pub fn new(memory_limit: usize) -> Self {

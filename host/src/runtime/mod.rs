@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, UpdateDeadline};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
 use crate::backend::{Backend, ContainerRef, Ownership, ProxyExecutor};
 use crate::bindings::{types, Recipe, RecipePre};
@@ -38,11 +38,23 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     pub max_memory_mb: u32,
     pub max_timeout: Duration,
+    /// Runs that can be in flight at once. With the pooling allocator this
+    /// sizes the pools; a run beyond it fails to start with a clear error.
+    pub max_concurrent_runs: u32,
+    /// Reuse memories, tables and async stacks from pools instead of mapping
+    /// fresh ones for every run (see `cargo xtask bench` for what it saves).
+    pub pooling: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { cache_dir: None, max_memory_mb: 512, max_timeout: Duration::from_secs(3600) }
+        RuntimeConfig {
+            cache_dir: None,
+            max_memory_mb: 512,
+            max_timeout: Duration::from_secs(3600),
+            max_concurrent_runs: 128,
+            pooling: true,
+        }
     }
 }
 
@@ -180,6 +192,9 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self> {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
+        if config.pooling {
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config(&config)));
+        }
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
         let mut linker = Linker::new(&engine);
         Recipe::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)
@@ -345,6 +360,23 @@ impl Runtime {
         }
         error
     }
+}
+
+/// Pools sized for `max_concurrent_runs` sandboxes. A component brings a few
+/// core instances (its module plus adapter shims; interpreters more), so
+/// those pools are larger than the component pool.
+fn pooling_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
+    let runs = config.max_concurrent_runs;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(runs)
+        .total_core_instances(runs.saturating_mul(8))
+        .total_memories(runs.saturating_mul(2))
+        .total_tables(runs.saturating_mul(4))
+        .total_stacks(runs)
+        .max_core_instances_per_component(limits::MAX_INSTANCES as u32)
+        .max_memories_per_component(limits::MAX_MEMORIES as u32)
+        .max_memory_size(config.max_memory_mb as usize * 1024 * 1024);
+    pool
 }
 
 /// Name a trap: the deadline, the memory limit, a rejected handle, or a crash.
