@@ -133,3 +133,31 @@ async fn bad_parameters_are_all_reported_before_anything_runs() {
     assert!(names.contains(&"handle"), "{errors}");
     assert!(names.contains(&"colour"), "{errors}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attack_at_once_while_a_normal_deploy_succeeds() {
+    let runtime = runtime(Duration::from_secs(3));
+    let hostile = recipe(HOSTILE);
+    let attacks = ["loop", "alloc", "ungranted", "exceed-grant", "forge", "panic"];
+    let mut running = Vec::new();
+    for attack in attacks {
+        let (runtime, hostile) = (runtime.clone(), hostile.clone());
+        running.push(tokio::spawn(async move {
+            install(&runtime, &hostile, &[("attack", attack)], &SimBackend::default()).await.outcome
+        }));
+    }
+    let nginx = recipe("recipes/nginx");
+    let normal = install(&runtime, &nginx, &[], &SimBackend::default()).await;
+    normal.outcome.expect("a normal deploy succeeds while every attack runs");
+
+    for (attack, handle) in attacks.iter().zip(running) {
+        let err = handle.await.unwrap().expect_err("no attack succeeds");
+        let expected = match *attack {
+            "loop" => matches!(err.failure, RunFailure::Deadline(_)),
+            "alloc" => matches!(err.failure, RunFailure::MemoryLimit(_)),
+            "ungranted" | "exceed-grant" => matches!(&err.failure, RunFailure::Recipe(e) if e.kind == "denied"),
+            _ => matches!(err.failure, RunFailure::Crashed(_)),
+        };
+        assert!(expected, "attack `{attack}` failed the wrong way: {err:?}");
+    }
+}

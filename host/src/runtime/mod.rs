@@ -19,7 +19,7 @@ use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
 
-use crate::backend::{Backend, ContainerRef, Ownership, ProxyExecutor};
+use crate::backend::{Backend, BackendError, ContainerRef, Ownership, ProxyExecutor};
 use crate::bindings::{types, Recipe, RecipePre};
 use crate::capabilities::{RunContext, RunState};
 use crate::events::EventSink;
@@ -30,6 +30,8 @@ use limits::{DeadlineExceeded, MemoryLimitExceeded};
 /// How often the engine's epoch advances: the granularity of deadlines, and
 /// how often a busy recipe yields its thread to other runs.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How long cleanup may spend stopping and destroying one container.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Operator settings that bound every recipe, whatever its manifest asks.
 #[derive(Clone, Debug)]
@@ -346,8 +348,11 @@ impl Runtime {
         }
         for container in created.iter().rev() {
             // A container that will not stop is destroyed all the same.
-            let _ = run.backend.stop(container).await;
-            match run.backend.destroy(container).await {
+            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, run.backend.stop(container)).await;
+            let destroyed = tokio::time::timeout(CLEANUP_TIMEOUT, run.backend.destroy(container))
+                .await
+                .unwrap_or_else(|_| Err(BackendError::Timeout(format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()))));
+            match destroyed {
                 Ok(()) => {
                     run.events.host(&format!("cleanup: destroyed container {}", container.id));
                     error.destroyed.push(container.id.clone());
