@@ -176,3 +176,37 @@ async fn a_backend_that_cannot_create_fails_cleanly() {
     assert!(recipe_error.message.contains("storage local-lvm is full"), "{recipe_error}");
     assert!(err.destroyed.is_empty() && sim.containers().is_empty());
 }
+
+#[tokio::test]
+async fn redis_keeps_its_generated_password_off_every_command_line() {
+    let redis = recipe("recipes/redis");
+    let sim = sim_for(&redis, vec![]);
+    let run = install(&runtime(), &redis, &[("maxmemory-mb", "64")], &sim).await;
+    let outcome = run.outcome.expect("redis installs on sim");
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    assert!(app.url.as_deref().is_some_and(|u| u.starts_with("redis://") && u.ends_with(":6379")), "{app:?}");
+
+    let password = secret(&run.prepared.params, "password");
+    let plan = sim.plan();
+    let config = plan
+        .iter()
+        .find_map(|s| match s {
+            PlanStep::WriteFile { path, mode, owner, text, .. } if path == "/etc/redis/redis.conf" => {
+                Some((*mode, owner.clone(), text.clone().unwrap_or_default()))
+            }
+            _ => None,
+        })
+        .expect("the configuration is written");
+    assert_eq!(config.0, 0o640);
+    assert_eq!(config.1.as_deref(), Some("redis"));
+    assert!(config.2.contains(&format!("requirepass {password}")) && config.2.contains("maxmemory 64mb"), "{}", config.2);
+
+    for step in &plan {
+        if let PlanStep::Exec { argv, env, .. } = step {
+            assert!(!argv.iter().any(|a| a.contains(&password)), "password on a command line: {argv:?}");
+            if argv.first().map(String::as_str) == Some("redis-cli") {
+                assert!(env.iter().any(|(k, v)| k == "REDISCLI_AUTH" && v == &password), "{env:?}");
+            }
+        }
+    }
+}

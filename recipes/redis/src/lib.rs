@@ -1,0 +1,72 @@
+//! Redis on Debian 12: the distribution's package with a password and a
+//! memory cap, reachable on the container's address.
+
+use proximity_sdk::prelude::*;
+use proximity_sdk::template;
+
+const OS_TEMPLATE: &str = "debian-12";
+const PORT: u16 = 6379;
+const CONFIG_PATH: &str = "/etc/redis/redis.conf";
+const CONFIG_TEMPLATE: &str = include_str!("../redis.conf");
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Redis;
+
+impl Recipe for Redis {
+    fn install(ctx: &Context) -> Result<AppInfo> {
+        let password = ctx.param_str("password")?;
+        let maxmemory_mb = ctx.param_int("maxmemory-mb")?;
+
+        progress::step("Creating container");
+        let c = ContainerSpec::new(ctx, OS_TEMPLATE).create()?;
+
+        progress::step("Installing Redis");
+        c.install_packages(&["redis-server"])?;
+
+        progress::step("Configuring Redis");
+        let config = template::render(
+            CONFIG_TEMPLATE,
+            &[("password", password), ("maxmemory-mb", &maxmemory_mb.to_string())],
+        )?;
+        // The file holds the password: readable by the redis user only.
+        c.write_file_with(
+            CONFIG_PATH,
+            config,
+            &FileOptions { mode: 0o640, owner: Some("redis".into()), group: Some("redis".into()) },
+        )?;
+        c.run(&["systemctl", "enable", "redis-server"])?;
+        c.run(&["systemctl", "restart", "redis-server"])?;
+
+        progress::step("Waiting for Redis");
+        c.wait_port(PORT, START_TIMEOUT)?;
+        ping(&c, password)?;
+
+        let address = c.address()?;
+        Ok(AppInfo::new()
+            .with_url(format!("redis://{address}:{PORT}"))
+            .with_address(address)
+            .with_port(PORT))
+    }
+
+    fn health(ctx: &Context) -> Result<HealthReport> {
+        let password = ctx.param_str("password")?;
+        let c = app_container()?;
+        let check = c.wait_port(PORT, HEALTH_TIMEOUT).and_then(|()| ping(&c, password));
+        Ok(HealthReport::from_checks(vec![HealthCheck::from_result("ping", &check, "PING answered PONG")]))
+    }
+}
+
+/// `PING` through redis-cli inside the container; the password travels in
+/// the environment, never on a command line.
+fn ping(c: &Container, password: &str) -> Result<()> {
+    let options = ExecOptions::new().env("REDISCLI_AUTH", password).timeout(HEALTH_TIMEOUT);
+    let answer = c.run_with(&["redis-cli", "-p", "6379", "ping"], &options)?;
+    if answer.trim() == "PONG" {
+        Ok(())
+    } else {
+        Err(Error::backend(format!("redis answered {:?} to PING", answer.trim())))
+    }
+}
+
+proximity_sdk::export_recipe!(Redis);
