@@ -66,7 +66,16 @@ fn no_args(task: &str, rest: &[String]) -> Result<()> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
-    cargo::run(root, &["test", "--workspace", "--no-fail-fast"], extra)
+    let totals = cargo::test(root, &["--workspace", "--no-fail-fast"], extra)?;
+    // The plain closing line: every test binary's results added up.
+    println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
+    if totals.failed > 0 {
+        bail!("{} test(s) failed", totals.failed);
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
 }
 
 fn demo(root: &Path) -> Result<()> {
