@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use proximity::backend::{Backend, ProxyExecutor};
 use proximity::backend::sim::{ExecRule, SimBackend, SimScript};
 use proximity::catalog::CatalogEntry;
 use proximity::deploy::{prepare, DeployInput, PreparedDeploy};
@@ -53,11 +54,21 @@ pub struct Installed {
 
 /// Run `install` of `entry` with `pairs` on `sim`, collecting every event.
 pub async fn install(runtime: &Runtime, entry: &CatalogEntry, pairs: &[(&str, &str)], sim: &SimBackend) -> Installed {
-    let recipe = load(runtime, entry).await;
-    let prepared = prepared(entry, pairs);
-    let (events, mut receiver) = EventSink::channel(prepared.redactor());
     let backend = Arc::new(sim.clone());
-    let outcome = runtime.run(&recipe, prepared.install_request(backend.clone(), backend, events)).await;
+    install_on(runtime, entry, prepared(entry, pairs), backend.clone(), backend).await
+}
+
+/// Run `install` of an already prepared deployment on any backend.
+pub async fn install_on(
+    runtime: &Runtime,
+    entry: &CatalogEntry,
+    prepared: PreparedDeploy,
+    backend: Arc<dyn Backend>,
+    proxy: Arc<dyn ProxyExecutor>,
+) -> Installed {
+    let recipe = load(runtime, entry).await;
+    let (events, mut receiver) = EventSink::channel(prepared.redactor());
+    let outcome = runtime.run(&recipe, prepared.install_request(backend, proxy, events)).await;
     let mut collected = Vec::new();
     while let Ok(event) = receiver.try_recv() {
         collected.push(event);

@@ -2,10 +2,11 @@
 //!
 //! Capabilities (what a recipe may ask for) are implemented once, in
 //! `crate::capabilities`, against the [`Backend`] trait. Each backend (`sim`
-//! now; `lxc` and `proxmox` later) turns these calls into real operations. A
+//! and `lxc` now; `proxmox` next) turns these calls into real operations. A
 //! backend never sees grants or recipes: by the time a call reaches it, the
 //! capability layer has already checked that the run may make it.
 
+pub mod lxc;
 pub mod sim;
 
 use std::time::Duration;

@@ -10,7 +10,9 @@ use clap::{Args, ValueEnum};
 use super::output::{print_event, print_outcome, print_run_error};
 use super::recipe::ensure_built;
 use super::{CatalogArgs, RuntimeArgs};
+use crate::backend::lxc::{LxcBackend, LxcConfig};
 use crate::backend::sim::{SimBackend, SimScript};
+use crate::backend::{Backend, NoProxies, ProxyExecutor};
 use crate::catalog::Catalog;
 use crate::deploy::{prepare, DeployInput};
 use crate::events::EventSink;
@@ -22,6 +24,8 @@ use crate::runtime::Runtime;
 pub enum BackendKind {
     /// In-process simulated cluster: records a plan, touches nothing.
     Sim,
+    /// Real LXC containers on this host (root; lxc, debootstrap, dnsmasq-base).
+    Lxc,
 }
 
 #[derive(Args)]
@@ -31,9 +35,9 @@ pub struct DeployArgs {
     /// A parameter, as NAME=VALUE (repeatable).
     #[arg(short, long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
-    /// Where to deploy.
-    #[arg(long, value_enum, default_value = "sim", env = "PROXIMITY_BACKEND")]
-    backend: BackendKind,
+    /// Where to deploy [default: lxc where this host can run it, else you are told how to set it up].
+    #[arg(long, value_enum, env = "PROXIMITY_BACKEND")]
+    backend: Option<BackendKind>,
     /// Only show what would happen: run on the simulator and print the plan.
     #[arg(long)]
     dry_run: bool,
@@ -99,10 +103,22 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     let runtime = Runtime::new(args.runtime.config())?;
     let recipe = runtime.load(&component).await?;
 
-    // Only the simulator exists so far; `--dry-run` always means the simulator.
-    let BackendKind::Sim = args.backend;
+    // `--dry-run` always means the simulator.
+    let simulated = args.dry_run || args.backend == Some(BackendKind::Sim);
     let sim = SimBackend::new(SimScript::for_recipe(&entry.dir)?);
-    let backend: Arc<SimBackend> = Arc::new(sim.clone());
+    let (backend, proxy): (Arc<dyn Backend>, Arc<dyn ProxyExecutor>) = if simulated {
+        (Arc::new(sim.clone()), Arc::new(sim.clone()))
+    } else {
+        // LXC is the embedded default: used when asked, or when nothing was asked.
+        let lxc = LxcBackend::new(LxcConfig::default()).await.map_err(|err| match args.backend {
+            Some(_) => anyhow::anyhow!("lxc backend: {err}"),
+            None => anyhow::anyhow!(
+                "no --backend given, and the default (lxc) cannot run here: {err}\n\
+                 To try the recipe without containers: --backend sim (or --dry-run)"
+            ),
+        })?;
+        (Arc::new(lxc), Arc::new(NoProxies))
+    };
 
     let redactor = prepared.redactor();
     let (events, mut receiver) = EventSink::channel(redactor.clone());
@@ -112,26 +128,33 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
         }
     });
     eprintln!(
-        "proximity: deploying {} {} as `{}` on the sim backend{} (deployment {})",
+        "proximity: deploying {} {} as `{}` on the {} backend{} (deployment {})",
         entry.manifest.recipe.id,
         entry.manifest.recipe.version,
         prepared.app_id,
+        backend.name(),
         if args.dry_run { ", dry run" } else { "" },
         prepared.deployment_id,
     );
-    let request = prepared.install_request(backend.clone(), backend.clone(), events);
+    let request = prepared.install_request(backend, proxy, events);
     let outcome = runtime.run(&recipe, request).await;
     printer.await.context("progress printer failed")?;
 
     let mut steps = sim.plan();
     steps.iter_mut().for_each(|step| step.redact(&|text| redactor.redact(text)));
     if args.json {
-        let report = match &outcome {
+        let mut report = match &outcome {
             Ok(ok) => serde_json::json!({ "ok": true, "app_id": prepared.app_id, "outcome": ok, "plan": steps }),
             Err(err) => serde_json::json!({ "ok": false, "app_id": prepared.app_id, "error": err, "message": err.to_string(), "plan": steps }),
         };
+        // The plan is the simulator's record; a real backend has none.
+        if !simulated {
+            if let Some(report) = report.as_object_mut() {
+                report.remove("plan");
+            }
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    } else if simulated {
         println!("Plan ({} operations on the sim backend):", steps.len());
         print!("{}", plan::render(&steps, args.show_files));
     }

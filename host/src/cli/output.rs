@@ -39,6 +39,10 @@ pub fn print_outcome(app_id: &str, outcome: &RunOutcome, prepared: &PreparedDepl
         for (name, value) in &app.outputs {
             println!("  {name}: {value}");
         }
+        let ids: Vec<&str> = outcome.created.iter().map(|c| c.id.as_str()).collect();
+        if !ids.is_empty() {
+            println!("  containers: {}", ids.join(", "));
+        }
         if !prepared.params.generated.is_empty() {
             let names: Vec<&str> = prepared.params.generated.iter().map(String::as_str).collect();
             println!("  generated secrets: {} (never printed; not stored by this command)", names.join(", "));

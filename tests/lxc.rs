@@ -1,0 +1,366 @@
+//! The `lxc` backend with real containers on this host.
+//!
+//! These tests never skip: without a working LXC setup they fail and say how
+//! to get one (CI installs it in `.ci/run`). Each test removes every
+//! container it made, found by its own unique app id, even when it fails.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use proximity::backend::lxc::{config, LxcBackend, LxcConfig, SETUP_HINT};
+use proximity::backend::{
+    Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, Features, FileWrite, HttpProbe, IpConfig,
+    NetworkSpec, NoProxies, Ownership,
+};
+use proximity::manifest::ParamValue;
+use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
+use proximity_tests::{install_on, prepared, recipe, repo_root};
+
+/// Shared by every run so that the base image is built once and kept.
+fn lxcpath() -> PathBuf {
+    std::env::var_os("PROXIMITY_LXC_TEST_PATH").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/lxc-tests"))
+}
+
+async fn backend() -> LxcBackend {
+    let config = LxcConfig { lxcpath: lxcpath(), ..Default::default() };
+    match LxcBackend::new(config).await {
+        Ok(backend) => backend,
+        Err(err) => panic!(
+            "LXC is not usable on this host, so the real-container tests cannot run: {err}\nSet it up {SETUP_HINT}{}",
+            if std::env::var("CI").as_deref() == Ok("true") { " (CI: .ci/run should have done this)" } else { "" }
+        ),
+    }
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime starts")
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos)
+}
+
+/// Destroys, on drop, every container in the test lxcpath labelled with this
+/// app id: the containers of this test and no others.
+struct Cleanup {
+    app_id: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in containers_of(&self.app_id) {
+            let status = std::process::Command::new("lxc-destroy")
+                .args(["-f", "-P"])
+                .arg(lxcpath())
+                .args(["-n", &name])
+                .status();
+            if !matches!(status, Ok(s) if s.success()) {
+                eprintln!("cleanup: could not destroy container {name}: {status:?}");
+            }
+        }
+    }
+}
+
+fn containers_of(app_id: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(lxcpath()) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_to_string(entry.path().join("config"))
+                .ok()
+                .and_then(|text| config::labels(&text))
+                .is_some_and(|owner| owner.app_id == app_id)
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Whether `lxc-ls` still lists the container.
+fn listed(name: &str) -> bool {
+    let out = std::process::Command::new("lxc-ls").arg("-P").arg(lxcpath()).output().expect("lxc-ls runs");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().any(|n| n == name)
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let addr = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
+    let mut stream = TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5)).expect("connects");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("reads the response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    (status, response)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_deploys_for_real_and_serves_the_greeting_then_is_destroyed() {
+    let backend = Arc::new(backend().await);
+    let nginx = recipe("recipes/nginx");
+    let app_id = unique("lxc-nginx");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&nginx, &[("greeting", "Hello from a real container")]);
+    deploy.app_id = app_id.clone();
+    let started = Instant::now();
+    let run = install_on(&runtime(), &nginx, deploy, backend.clone(), Arc::new(NoProxies)).await;
+    let outcome = run.outcome.unwrap_or_else(|err| panic!("nginx installs on lxc: {err}"));
+    eprintln!("nginx deployed in {:.1}s", started.elapsed().as_secs_f64());
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let url = app.url.clone().expect("nginx reports its URL");
+    assert!(url.starts_with("http://10."), "a bridge address: {url}");
+
+    let (status, page) = http_get(&url);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Hello from a real container"), "{page}");
+
+    let [container] = &outcome.created[..] else { panic!("one container: {:?}", outcome.created) };
+    assert!(listed(&container.id));
+    let config = std::fs::read_to_string(lxcpath().join(&container.id).join("config")).unwrap();
+    assert_eq!(config::labels(&config).map(|o| o.app_id), Some(app_id.clone()), "labels kept in the config");
+    assert!(config.contains("lxc.idmap = u 0 "), "unprivileged: {config}");
+    assert!(config.contains("lxc.rootfs.path = dir:"), "unprivileged: a full copy of the shifted base: {config}");
+
+    backend.destroy(container).await.expect("destroy");
+    assert!(!listed(&container.id), "lxc-ls no longer lists {}", container.id);
+    assert!(!lxcpath().join(&container.id).exists(), "its directory and overlay are gone");
+    backend.destroy(container).await.expect("destroying a missing container succeeds");
+}
+
+/// Delegates to the real backend but writes a broken nginx site, so that the
+/// recipe's real `nginx -t` fails inside the container.
+struct BrokenSite(Arc<LxcBackend>);
+
+#[async_trait]
+impl Backend for BrokenSite {
+    fn name(&self) -> &'static str {
+        "lxc"
+    }
+    async fn create(&self, owner: &Ownership, spec: &ContainerSpec) -> Result<ContainerRef, BackendError> {
+        self.0.create(owner, spec).await
+    }
+    async fn start(&self, c: &ContainerRef) -> Result<(), BackendError> {
+        self.0.start(c).await
+    }
+    async fn stop(&self, c: &ContainerRef) -> Result<(), BackendError> {
+        self.0.stop(c).await
+    }
+    async fn destroy(&self, c: &ContainerRef) -> Result<(), BackendError> {
+        self.0.destroy(c).await
+    }
+    async fn address(&self, c: &ContainerRef, timeout: Duration) -> Result<String, BackendError> {
+        self.0.address(c, timeout).await
+    }
+    async fn exec(&self, c: &ContainerRef, request: &ExecRequest) -> Result<ExecOutput, BackendError> {
+        self.0.exec(c, request).await
+    }
+    async fn write_file(&self, c: &ContainerRef, file: &FileWrite) -> Result<(), BackendError> {
+        let mut file = file.clone();
+        if file.path.starts_with("/etc/nginx/") {
+            file.contents = b"server { listen 80; bogus_directive on; }\n".to_vec();
+        }
+        self.0.write_file(c, &file).await
+    }
+    async fn read_file(&self, c: &ContainerRef, path: &str) -> Result<Vec<u8>, BackendError> {
+        self.0.read_file(c, path).await
+    }
+    async fn wait_tcp(&self, c: &ContainerRef, port: u16, timeout: Duration) -> Result<(), BackendError> {
+        self.0.wait_tcp(c, port, timeout).await
+    }
+    async fn wait_http(&self, c: &ContainerRef, probe: &HttpProbe, timeout: Duration) -> Result<u16, BackendError> {
+        self.0.wait_http(c, probe, timeout).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_failing_mid_install_destroys_the_container_and_names_the_step_and_stderr() {
+    let backend = Arc::new(backend().await);
+    let nginx = recipe("recipes/nginx");
+    let app_id = unique("lxc-broken");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&nginx, &[]);
+    deploy.app_id = app_id.clone();
+    let run = install_on(&runtime(), &nginx, deploy, Arc::new(BrokenSite(backend.clone())), Arc::new(NoProxies)).await;
+    let err = run.outcome.expect_err("a broken site fails the install");
+    let message = err.to_string();
+    assert_eq!(err.step.as_deref(), Some("Starting nginx"), "{message}");
+    assert!(message.contains("nginx -t"), "names the command: {message}");
+    assert!(message.contains("bogus_directive"), "carries nginx's own stderr: {message}");
+    let [destroyed] = &err.destroyed[..] else { panic!("the container is destroyed: {err:?}") };
+    assert!(err.left_behind.is_empty(), "{err:?}");
+    assert!(!listed(destroyed), "{destroyed} is gone");
+    assert!(containers_of(&app_id).is_empty());
+}
+
+fn spec(hostname: &str, memory_mb: u32) -> ContainerSpec {
+    ContainerSpec {
+        hostname: hostname.into(),
+        os_template: "debian-12".into(),
+        cores: 1,
+        memory_mb,
+        swap_mb: 0,
+        disk_gb: 2,
+        features: Features::default(),
+        unprivileged: true,
+        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
+        tags: vec!["proximity".into()],
+    }
+}
+
+fn owner(app_id: &str) -> Ownership {
+    Ownership { recipe_id: "test".into(), app_id: app_id.into(), deployment_id: unique("dep") }
+}
+
+fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+async fn running(backend: &LxcBackend, app_id: &str, memory_mb: u32, unprivileged: bool) -> ContainerRef {
+    let c = backend.create(&owner(app_id), &ContainerSpec { unprivileged, ..spec("t", memory_mb) }).await.expect("create");
+    backend.start(&c).await.expect("start");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_and_files_pass_argv_env_cwd_stdin_and_kill_on_timeout() {
+    let backend = backend().await;
+    let app_id = unique("lxc-exec");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let c = running(&backend, &app_id, 256, true).await;
+
+    // Arguments arrive intact, with no shell in between.
+    let tricky = "a b; echo injected $(id) 'q' \"d\"";
+    let out = backend
+        .exec(&c, &ExecRequest { argv: argv(&["printf", "%s|", tricky]), timeout: Duration::from_secs(20), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!((out.status, String::from_utf8_lossy(&out.stdout).into_owned()), (0, format!("{tricky}|")));
+
+    let request = ExecRequest {
+        argv: argv(&["sh", "-c", "pwd; echo \"$GREETING\"; cat; echo oops >&2; exit 3"]),
+        env: vec![("GREETING".into(), "hi there".into())],
+        cwd: Some("/etc".into()),
+        stdin: Some(b"from stdin\n".to_vec()),
+        timeout: Duration::from_secs(20),
+    };
+    let out = backend.exec(&c, &request).await.unwrap();
+    assert_eq!(out.status, 3);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/etc\nhi there\nfrom stdin\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+    // A timeout kills the command inside the container, children included.
+    let started = Instant::now();
+    let slow = ExecRequest { argv: argv(&["sh", "-c", "sleep 300 & sleep 301"]), timeout: Duration::from_secs(2), ..Default::default() };
+    let err = backend.exec(&c, &slow).await.expect_err("times out");
+    assert!(matches!(err, BackendError::Timeout(_)), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let ps = backend.exec(&c, &ExecRequest { argv: argv(&["ps", "-eo", "comm"]), timeout: Duration::from_secs(20), ..Default::default() }).await.unwrap();
+    assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep"), "{}", String::from_utf8_lossy(&ps.stdout));
+
+    // Files go through the container's own view: a symlink resolves inside it.
+    let link = ExecRequest { argv: argv(&["ln", "-s", "/etc/target-inside", "/tmp/link"]), timeout: Duration::from_secs(20), ..Default::default() };
+    assert_eq!(backend.exec(&c, &link).await.unwrap().status, 0);
+    let file = FileWrite { path: "/tmp/link".into(), contents: b"secret\n".to_vec(), mode: 0o640, owner: Some("root".into()), group: Some("daemon".into()) };
+    backend.write_file(&c, &file).await.unwrap();
+    assert!(!std::path::Path::new("/etc/target-inside").exists(), "the host's /etc is untouched");
+    assert_eq!(backend.read_file(&c, "/etc/target-inside").await.unwrap(), b"secret\n");
+    let stat = backend.exec(&c, &ExecRequest { argv: argv(&["stat", "-c", "%a %U %G", "/etc/target-inside"]), timeout: Duration::from_secs(20), ..Default::default() }).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&stat.stdout).trim(), "640 root daemon");
+    let nested = FileWrite { path: "/opt/new dir/x.conf".into(), contents: b"x".to_vec(), mode: 0o600, owner: None, group: None };
+    backend.write_file(&c, &nested).await.unwrap();
+    assert!(matches!(backend.read_file(&c, "/nope").await, Err(BackendError::NotFound(_))));
+
+    backend.destroy(&c).await.unwrap();
+    assert!(!listed(&c.id));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_the_memory_limit_is_oom_killed() {
+    let backend = backend().await;
+    let app_id = unique("lxc-oom");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    // Privileged, so that the overlay snapshot clone is exercised too.
+    let c = running(&backend, &app_id, 128, false).await;
+    let config = std::fs::read_to_string(lxcpath().join(&c.id).join("config")).unwrap();
+    assert!(config.contains("lxc.rootfs.path = overlay:"), "an overlay clone: {config}");
+    // perl is in every Debian base (perl-base is essential).
+    let hog = ExecRequest {
+        argv: argv(&["perl", "-e", "my $x = 'a' x (400 * 1024 * 1024); print length($x), qq(\\n);"]),
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let out = backend.exec(&c, &hog).await.expect("the command runs");
+    assert_eq!(out.status, 137, "killed by SIGKILL (OOM): stdout {:?} stderr {:?}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    // The container itself survives the OOM kill of one command.
+    let ok = backend.exec(&c, &ExecRequest { argv: argv(&["true"]), timeout: Duration::from_secs(20), ..Default::default() }).await.unwrap();
+    assert_eq!(ok.status, 0);
+    backend.destroy(&c).await.unwrap();
+}
+
+#[tokio::test]
+async fn alpine_is_refused_with_the_reason() {
+    let backend = backend().await;
+    let mut alpine = spec("t", 128);
+    alpine.os_template = "alpine-3.20".into();
+    let err = backend.create(&owner(&unique("lxc-alpine")), &alpine).await.expect_err("no alpine");
+    assert!(matches!(&err, BackendError::InvalidInput(m) if m.contains("debian-12") && m.contains("mirror")), "{err}");
+}
+
+/// One RESP command over `stream`, returning the first reply line.
+fn redis_command(stream: &mut TcpStream, args: &[&str]) -> String {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        stream.read_exact(&mut byte).expect("redis replies");
+        reply.push(byte[0]);
+    }
+    String::from_utf8_lossy(&reply).trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_deploys_with_a_generated_password_and_answers_a_real_client() {
+    let backend = Arc::new(backend().await);
+    let redis = recipe("recipes/redis");
+    let app_id = unique("lxc-redis");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&redis, &[]);
+    deploy.app_id = app_id.clone();
+    let password = deploy
+        .params
+        .values
+        .iter()
+        .find_map(|(name, value)| match value {
+            ParamValue::Text(text) if name == "password" => Some(text.clone()),
+            _ => None,
+        })
+        .expect("a generated password");
+    assert!(password.len() >= 16);
+    let run = install_on(&runtime(), &redis, deploy, backend.clone(), Arc::new(NoProxies)).await;
+    let outcome = run.outcome.unwrap_or_else(|err| panic!("redis installs on lxc: {err}"));
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let address = app.address.clone().expect("redis reports its address");
+
+    let mut client = TcpStream::connect((address.as_str(), 6379)).expect("redis accepts connections");
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert!(redis_command(&mut client, &["PING"]).starts_with("-NOAUTH"), "the password is required");
+    assert!(redis_command(&mut client, &["AUTH", "wrong-password"]).starts_with("-"), "a wrong password is refused");
+    assert_eq!(redis_command(&mut client, &["AUTH", &password]), "+OK");
+    assert_eq!(redis_command(&mut client, &["SET", "greeting", "hello"]), "+OK");
+    assert_eq!(redis_command(&mut client, &["GET", "greeting"]), "$5");
+
+    for container in &outcome.created {
+        backend.destroy(container).await.unwrap();
+        assert!(!listed(&container.id));
+    }
+}
