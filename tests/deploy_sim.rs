@@ -8,7 +8,7 @@ use proximity::events::EventKind;
 use proximity::manifest::ParamValue;
 use proximity::plan::PlanStep;
 use proximity::runtime::{ActionResult, RunFailure, Runtime, RuntimeConfig};
-use proximity_tests::{install, recipe, sim_for};
+use proximity_tests::{install, recipe, sim_for, uninstall_on};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime starts")
@@ -209,4 +209,22 @@ async fn redis_keeps_its_generated_password_off_every_command_line() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn uninstall_runs_the_recipe_then_destroys_the_apps_containers() {
+    let nginx = recipe("recipes/nginx");
+    let sim = sim_for(&nginx, vec![]);
+    let runtime = runtime();
+    let installed = install(&runtime, &nginx, &[], &sim).await;
+    let created = installed.outcome.expect("nginx installs").created;
+    assert_eq!(sim.containers().len(), 1);
+
+    let removed = uninstall_on(&runtime, &nginx, &installed.prepared, created.clone(), std::sync::Arc::new(sim.clone()))
+        .await
+        .expect("uninstall succeeds");
+    assert!(matches!(removed.result, ActionResult::Uninstalled));
+    assert_eq!(removed.destroyed, vec![created[0].id.clone()]);
+    assert!(sim.containers().is_empty(), "the container is gone");
+    assert!(matches!(sim.plan().last(), Some(PlanStep::Destroy { .. })), "{:?}", sim.plan());
 }

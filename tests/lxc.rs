@@ -18,7 +18,7 @@ use proximity::backend::{
 };
 use proximity::manifest::ParamValue;
 use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
-use proximity_tests::{install_on, prepared, recipe, repo_root};
+use proximity_tests::{install_on, prepared, recipe, repo_root, uninstall_on};
 
 /// Shared by every run so that the base image is built once and kept.
 fn lxcpath() -> PathBuf {
@@ -100,7 +100,7 @@ fn http_get(url: &str) -> (u16, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nginx_deploys_for_real_and_serves_the_greeting_then_is_destroyed() {
+async fn nginx_deploys_for_real_serves_the_greeting_then_uninstall_removes_it() {
     let backend = Arc::new(backend().await);
     let nginx = recipe("recipes/nginx");
     let app_id = unique("lxc-nginx");
@@ -126,54 +126,67 @@ async fn nginx_deploys_for_real_and_serves_the_greeting_then_is_destroyed() {
     assert!(config.contains("lxc.idmap = u 0 "), "unprivileged: {config}");
     assert!(config.contains("lxc.rootfs.path = dir:"), "unprivileged: a full copy of the shifted base: {config}");
 
-    backend.destroy(container).await.expect("destroy");
+    let removed = uninstall_on(&runtime(), &nginx, &run.prepared, outcome.created.clone(), backend.clone())
+        .await
+        .unwrap_or_else(|err| panic!("uninstall succeeds: {err}"));
+    assert_eq!(removed.destroyed, vec![container.id.clone()]);
     assert!(!listed(&container.id), "lxc-ls no longer lists {}", container.id);
-    assert!(!lxcpath().join(&container.id).exists(), "its directory and overlay are gone");
+    assert!(!lxcpath().join(&container.id).exists(), "its directory and rootfs are gone");
     backend.destroy(container).await.expect("destroying a missing container succeeds");
 }
 
-/// Delegates to the real backend but writes a broken nginx site, so that the
-/// recipe's real `nginx -t` fails inside the container.
-struct BrokenSite(Arc<LxcBackend>);
+/// Delegates to the real backend, letting a test tamper with the files a
+/// recipe writes or the commands it runs: real faults inside a real container.
+struct Tamper {
+    inner: Arc<LxcBackend>,
+    file: fn(&mut FileWrite),
+    exec: fn(&mut ExecRequest),
+}
+
+impl Tamper {
+    fn new(inner: Arc<LxcBackend>) -> Self {
+        Tamper { inner, file: |_| {}, exec: |_| {} }
+    }
+}
 
 #[async_trait]
-impl Backend for BrokenSite {
+impl Backend for Tamper {
     fn name(&self) -> &'static str {
         "lxc"
     }
     async fn create(&self, owner: &Ownership, spec: &ContainerSpec) -> Result<ContainerRef, BackendError> {
-        self.0.create(owner, spec).await
+        self.inner.create(owner, spec).await
     }
     async fn start(&self, c: &ContainerRef) -> Result<(), BackendError> {
-        self.0.start(c).await
+        self.inner.start(c).await
     }
     async fn stop(&self, c: &ContainerRef) -> Result<(), BackendError> {
-        self.0.stop(c).await
+        self.inner.stop(c).await
     }
     async fn destroy(&self, c: &ContainerRef) -> Result<(), BackendError> {
-        self.0.destroy(c).await
+        self.inner.destroy(c).await
     }
     async fn address(&self, c: &ContainerRef, timeout: Duration) -> Result<String, BackendError> {
-        self.0.address(c, timeout).await
+        self.inner.address(c, timeout).await
     }
     async fn exec(&self, c: &ContainerRef, request: &ExecRequest) -> Result<ExecOutput, BackendError> {
-        self.0.exec(c, request).await
+        let mut request = request.clone();
+        (self.exec)(&mut request);
+        self.inner.exec(c, &request).await
     }
     async fn write_file(&self, c: &ContainerRef, file: &FileWrite) -> Result<(), BackendError> {
         let mut file = file.clone();
-        if file.path.starts_with("/etc/nginx/") {
-            file.contents = b"server { listen 80; bogus_directive on; }\n".to_vec();
-        }
-        self.0.write_file(c, &file).await
+        (self.file)(&mut file);
+        self.inner.write_file(c, &file).await
     }
     async fn read_file(&self, c: &ContainerRef, path: &str) -> Result<Vec<u8>, BackendError> {
-        self.0.read_file(c, path).await
+        self.inner.read_file(c, path).await
     }
     async fn wait_tcp(&self, c: &ContainerRef, port: u16, timeout: Duration) -> Result<(), BackendError> {
-        self.0.wait_tcp(c, port, timeout).await
+        self.inner.wait_tcp(c, port, timeout).await
     }
     async fn wait_http(&self, c: &ContainerRef, probe: &HttpProbe, timeout: Duration) -> Result<u16, BackendError> {
-        self.0.wait_http(c, probe, timeout).await
+        self.inner.wait_http(c, probe, timeout).await
     }
 }
 
@@ -185,7 +198,16 @@ async fn a_command_failing_mid_install_destroys_the_container_and_names_the_step
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let mut deploy = prepared(&nginx, &[]);
     deploy.app_id = app_id.clone();
-    let run = install_on(&runtime(), &nginx, deploy, Arc::new(BrokenSite(backend.clone())), Arc::new(NoProxies)).await;
+    // A broken site, so that the recipe's real `nginx -t` fails inside the container.
+    let tamper = Tamper {
+        file: |file| {
+            if file.path.starts_with("/etc/nginx/") {
+                file.contents = b"server { listen 80; bogus_directive on; }\n".to_vec();
+            }
+        },
+        ..Tamper::new(backend.clone())
+    };
+    let run = install_on(&runtime(), &nginx, deploy, Arc::new(tamper), Arc::new(NoProxies)).await;
     let err = run.outcome.expect_err("a broken site fails the install");
     let message = err.to_string();
     assert_eq!(err.step.as_deref(), Some("Starting nginx"), "{message}");
@@ -194,6 +216,34 @@ async fn a_command_failing_mid_install_destroys_the_container_and_names_the_step
     let [destroyed] = &err.destroyed[..] else { panic!("the container is destroyed: {err:?}") };
     assert!(err.left_behind.is_empty(), "{err:?}");
     assert!(!listed(destroyed), "{destroyed} is gone");
+    assert!(containers_of(&app_id).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_past_its_timeout_mid_install_is_killed_and_the_container_destroyed() {
+    let backend = Arc::new(backend().await);
+    let nginx = recipe("recipes/nginx");
+    let app_id = unique("lxc-slow");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&nginx, &[]);
+    deploy.app_id = app_id.clone();
+    // The config check hangs (a real `sleep` in the container) past a 2 s timeout.
+    let tamper = Tamper {
+        exec: |request| {
+            if request.argv == ["nginx", "-t"] {
+                request.argv = vec!["sleep".into(), "600".into()];
+                request.timeout = Duration::from_secs(2);
+            }
+        },
+        ..Tamper::new(backend.clone())
+    };
+    let run = install_on(&runtime(), &nginx, deploy, Arc::new(tamper), Arc::new(NoProxies)).await;
+    let err = run.outcome.expect_err("the hanging command fails the install");
+    let proximity::runtime::RunFailure::Recipe(recipe_error) = &err.failure else { panic!("{err:?}") };
+    assert_eq!(recipe_error.kind, "timeout", "{err}");
+    assert_eq!(err.step.as_deref(), Some("Starting nginx"), "{err}");
+    let [destroyed] = &err.destroyed[..] else { panic!("the container is destroyed: {err:?}") };
+    assert!(!listed(destroyed));
     assert!(containers_of(&app_id).is_empty());
 }
 

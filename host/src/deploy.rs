@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::backend::{Backend, ProxyExecutor};
+use crate::backend::{Backend, ContainerRef, ProxyExecutor};
 use crate::events::{EventSink, Redactor};
 use crate::manifest::{Manifest, ParamErrors, ParamValue, ResolvedParams, ResolvedResources, ResourceOverrides};
 use crate::runtime::{Action, RunRequest};
@@ -68,8 +68,31 @@ impl PreparedDeploy {
     }
 
     pub fn install_request(&self, backend: Arc<dyn Backend>, proxy: Arc<dyn ProxyExecutor>, events: EventSink) -> RunRequest {
+        self.request(Action::Install, Vec::new(), backend, proxy, events)
+    }
+
+    /// Run the recipe's `uninstall` on the app's containers; the runtime
+    /// destroys them when it succeeds.
+    pub fn uninstall_request(
+        &self,
+        app_containers: Vec<ContainerRef>,
+        backend: Arc<dyn Backend>,
+        proxy: Arc<dyn ProxyExecutor>,
+        events: EventSink,
+    ) -> RunRequest {
+        self.request(Action::Uninstall, app_containers, backend, proxy, events)
+    }
+
+    fn request(
+        &self,
+        action: Action,
+        app_containers: Vec<ContainerRef>,
+        backend: Arc<dyn Backend>,
+        proxy: Arc<dyn ProxyExecutor>,
+        events: EventSink,
+    ) -> RunRequest {
         RunRequest {
-            action: Action::Install,
+            action,
             manifest: self.manifest.clone(),
             params: self.params.clone(),
             resources: self.resources,
@@ -79,7 +102,7 @@ impl PreparedDeploy {
             backend,
             proxy,
             events,
-            app_containers: Vec::new(),
+            app_containers,
             keep_failed: self.keep_failed,
         }
     }

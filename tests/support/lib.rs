@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proximity::backend::{Backend, ProxyExecutor};
+use proximity::backend::{Backend, ContainerRef, NoProxies, ProxyExecutor};
 use proximity::backend::sim::{ExecRule, SimBackend, SimScript};
 use proximity::catalog::CatalogEntry;
 use proximity::deploy::{prepare, DeployInput, PreparedDeploy};
@@ -74,6 +74,20 @@ pub async fn install_on(
         collected.push(event);
     }
     Installed { outcome, events: collected, prepared }
+}
+
+/// Run `uninstall` of an installed app: the recipe's export, then the host
+/// destroys `containers`.
+pub async fn uninstall_on(
+    runtime: &Runtime,
+    entry: &CatalogEntry,
+    prepared: &PreparedDeploy,
+    containers: Vec<ContainerRef>,
+    backend: Arc<dyn Backend>,
+) -> Result<RunOutcome, RunError> {
+    let recipe = load(runtime, entry).await;
+    let request = prepared.uninstall_request(containers, backend, Arc::new(NoProxies), EventSink::discard());
+    runtime.run(&recipe, request).await
 }
 
 /// The simulator as the recipe's own `sim.toml` scripts it, with `rules`

@@ -120,6 +120,8 @@ pub struct RunOutcome {
     pub result: ActionResult,
     /// Containers this run created.
     pub created: Vec<ContainerRef>,
+    /// Containers destroyed after a successful `uninstall`.
+    pub destroyed: Vec<String>,
 }
 
 /// Why a run failed, and what was cleaned up after it.
@@ -256,7 +258,19 @@ impl Runtime {
 
         let result = self.call(recipe, &request.action, &ctx, run.clone(), memory_mb, timeout).await;
         match result {
-            Ok(result) => Ok(RunOutcome { result, created: run.created() }),
+            Ok(ActionResult::Uninstalled) => {
+                // The recipe has had its say; now the app's containers go.
+                let (destroyed, left_behind) = destroy_all(&run, &request.app_containers).await;
+                if !left_behind.is_empty() {
+                    let failure = RunFailure::Recipe(RecipeError {
+                        kind: "backend",
+                        message: format!("uninstall could not destroy container(s) {}", left_behind.join(", ")),
+                    });
+                    return Err(RunError { failure, step: run.last_step(), destroyed, left_behind });
+                }
+                Ok(RunOutcome { result: ActionResult::Uninstalled, created: run.created(), destroyed })
+            }
+            Ok(result) => Ok(RunOutcome { result, created: run.created(), destroyed: Vec::new() }),
             Err(failure) => Err(self.clean_up_after(failure, &run, request.keep_failed).await),
         }
     }
@@ -346,25 +360,35 @@ impl Runtime {
             error.left_behind = created.into_iter().map(|c| c.id).collect();
             return error;
         }
-        for container in created.iter().rev() {
-            // A container that will not stop is destroyed all the same.
-            let _ = tokio::time::timeout(CLEANUP_TIMEOUT, run.backend.stop(container)).await;
-            let destroyed = tokio::time::timeout(CLEANUP_TIMEOUT, run.backend.destroy(container))
-                .await
-                .unwrap_or_else(|_| Err(BackendError::Timeout(format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()))));
-            match destroyed {
-                Ok(()) => {
-                    run.events.host(&format!("cleanup: destroyed container {}", container.id));
-                    error.destroyed.push(container.id.clone());
-                }
-                Err(err) => {
-                    run.events.host(&format!("cleanup: could not destroy container {}: {err}", container.id));
-                    error.left_behind.push(container.id.clone());
-                }
-            }
-        }
+        let (destroyed, left_behind) = destroy_all(run, &created).await;
+        error.destroyed = destroyed;
+        error.left_behind = left_behind;
         error
     }
+}
+
+/// Stop and destroy `containers`, last first, each within [`CLEANUP_TIMEOUT`]:
+/// (ids destroyed, ids that could not be).
+async fn destroy_all(run: &RunContext, containers: &[ContainerRef]) -> (Vec<String>, Vec<String>) {
+    let (mut destroyed, mut left_behind) = (Vec::new(), Vec::new());
+    for container in containers.iter().rev() {
+        // A container that will not stop is destroyed all the same.
+        let _ = tokio::time::timeout(CLEANUP_TIMEOUT, run.backend.stop(container)).await;
+        let result = tokio::time::timeout(CLEANUP_TIMEOUT, run.backend.destroy(container))
+            .await
+            .unwrap_or_else(|_| Err(BackendError::Timeout(format!("no answer within {}s", CLEANUP_TIMEOUT.as_secs()))));
+        match result {
+            Ok(()) => {
+                run.events.host(&format!("destroyed container {}", container.id));
+                destroyed.push(container.id.clone());
+            }
+            Err(err) => {
+                run.events.host(&format!("could not destroy container {}: {err}", container.id));
+                left_behind.push(container.id.clone());
+            }
+        }
+    }
+    (destroyed, left_behind)
 }
 
 /// Pools sized for `max_concurrent_runs` sandboxes. A component brings a few
