@@ -414,3 +414,51 @@ async fn redis_deploys_with_a_generated_password_and_answers_a_real_client() {
         assert!(!listed(&container.id));
     }
 }
+
+/// Run `args` in `c`, failing the test with the command's stderr when it fails.
+async fn must(backend: &LxcBackend, c: &ContainerRef, args: &[&str], timeout_secs: u64) -> String {
+    let request = ExecRequest {
+        argv: argv(args),
+        env: vec![("DEBIAN_FRONTEND".into(), "noninteractive".into())],
+        timeout: Duration::from_secs(timeout_secs),
+        ..Default::default()
+    };
+    let out = backend.exec(c, &request).await.unwrap_or_else(|err| panic!("{args:?}: {err}"));
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status, 0, "{args:?} failed:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+/// The WordPress recipe's path on this backend: Docker and compose inside an
+/// unprivileged container with nesting, with an image that exists offline
+/// (a busybox root filesystem imported into Docker; Docker Hub is out of reach).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_and_compose_run_inside_an_unprivileged_nesting_container() {
+    let backend = backend().await;
+    let app_id = unique("lxc-docker");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let nesting = ContainerSpec { features: Features { nesting: true, ..Default::default() }, ..spec("docker", 2048) };
+    let c = backend.create(&owner(&app_id), &nesting).await.expect("create");
+    backend.start(&c).await.expect("start");
+
+    must(&backend, &c, &["apt-get", "update", "-q"], 300).await;
+    must(&backend, &c, &["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io", "docker-compose", "busybox-static"], 600).await;
+    must(&backend, &c, &["systemctl", "start", "docker"], 120).await;
+    let info = must(&backend, &c, &["docker", "info", "--format", "{{.Driver}} {{.CgroupVersion}}"], 60).await;
+    eprintln!("docker inside lxc: storage driver and cgroup version: {}", info.trim());
+
+    // An image made here: busybox alone, imported.
+    must(&backend, &c, &["mkdir", "-p", "/opt/image/bin", "/opt/app"], 30).await;
+    must(&backend, &c, &["cp", "/bin/busybox", "/opt/image/bin/busybox"], 30).await;
+    must(&backend, &c, &["ln", "-s", "busybox", "/opt/image/bin/sh"], 30).await;
+    must(&backend, &c, &["sh", "-c", "tar -C /opt/image -c . | docker import - local/busybox:offline"], 120).await;
+    let hello = must(&backend, &c, &["docker", "run", "--rm", "local/busybox:offline", "/bin/busybox", "echo", "hello from docker"], 120).await;
+    assert_eq!(hello.trim(), "hello from docker");
+
+    let compose = "services:\n  web:\n    image: local/busybox:offline\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n";
+    let file = FileWrite { path: "/opt/app/docker-compose.yml".into(), contents: compose.into(), mode: 0o644, owner: None, group: None };
+    backend.write_file(&c, &file).await.expect("compose file written");
+    must(&backend, &c, &["docker-compose", "-f", "/opt/app/docker-compose.yml", "up", "-d"], 300).await;
+    let running = must(&backend, &c, &["docker-compose", "-f", "/opt/app/docker-compose.yml", "ps", "--services", "--filter", "status=running"], 60).await;
+    assert_eq!(running.trim(), "web", "the compose service runs");
+}
