@@ -17,6 +17,8 @@ fn proximity(args: &[&str]) -> Output {
         .current_dir(repo())
         .env_remove("PROXIMITY_CATALOG")
         .env_remove("PROXIMITY_BACKEND")
+        // Shares the base images of the lxc tests (tests/lxc.rs).
+        .env("PROXIMITY_LXC_PATH", repo().join("target/lxc-tests"))
         .output()
         .expect("the proximity binary runs")
 }
@@ -86,4 +88,28 @@ fn recipe_inspect_shows_grants_and_parameters() {
     let out = proximity(&["recipe", "inspect", "recipes/nginx", "--json"]);
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON manifest");
     assert_eq!(manifest["recipe"]["id"], "nginx");
+}
+
+/// The README's main job: with no --backend, a root host with LXC deploys
+/// into a real container (tests/lxc.rs checks what such a container serves).
+#[test]
+fn deploy_without_a_backend_uses_real_lxc_here() {
+    let app_id = format!("cli-default-{}", std::process::id());
+    let out = proximity(&["deploy", "nginx", "--app-id", &app_id, "--param", "greeting=Hello from the CLI"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let containers: Vec<String> = stdout
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("containers: "))
+        .flat_map(|ids| ids.split(", ").map(str::to_string))
+        .collect();
+    // Remove what was made before judging, so a failure leaves nothing behind.
+    for id in &containers {
+        let _ = Command::new("lxc-destroy").args(["-f", "-P"]).arg(repo().join("target/lxc-tests")).args(["-n", id]).output();
+    }
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stderr.contains("on the lxc backend"), "lxc is the default: {stderr}");
+    assert!(!stdout.contains("Plan ("), "a real backend has no simulated plan: {stdout}");
+    assert_eq!(containers.len(), 1, "{stdout}");
+    let url = stdout.lines().find_map(|l| l.trim().strip_prefix("url:")).map(|u| u.trim().to_string()).expect("a url");
+    assert!(url.starts_with("http://10."), "{url}");
 }

@@ -64,6 +64,9 @@ pub struct DeployArgs {
     /// Print the result and plan as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Where the lxc backend keeps its base images and containers.
+    #[arg(long, env = "PROXIMITY_LXC_PATH", default_value = "/var/lib/proximity/lxc")]
+    lxc_path: std::path::PathBuf,
     /// Rebuild the recipe from source before deploying.
     #[arg(long)]
     build: bool,
@@ -110,7 +113,8 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
         (Arc::new(sim.clone()), Arc::new(sim.clone()))
     } else {
         // LXC is the embedded default: used when asked, or when nothing was asked.
-        let lxc = LxcBackend::new(LxcConfig::default()).await.map_err(|err| match args.backend {
+        let config = LxcConfig { lxcpath: args.lxc_path.clone(), ..LxcConfig::default() };
+        let lxc = LxcBackend::new(config).await.map_err(|err| match args.backend {
             Some(_) => anyhow::anyhow!("lxc backend: {err}"),
             None => anyhow::anyhow!(
                 "no --backend given, and the default (lxc) cannot run here: {err}\n\
