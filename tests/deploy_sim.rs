@@ -47,7 +47,7 @@ async fn nginx_installs_natively_and_the_plan_shows_every_operation() {
     let plan = sim.plan();
 
     let PlanStep::CreateLxc { spec, .. } = &plan[0] else { panic!("first operation creates the container: {plan:?}") };
-    assert_eq!(spec.hostname, run.prepared.app_id);
+    assert_eq!(spec.hostname, run.prepared.subject.app_id);
     assert!(spec.os_template.starts_with("debian"), "{spec:?}");
     assert!(spec.unprivileged);
     assert!(spec.tags.contains(&"proximity".to_string()));
@@ -102,8 +102,8 @@ async fn wordpress_follows_the_docker_compose_flow_with_generated_secrets() {
     assert!(install_docker <= info && info < pull && pull < up && up < ps, "steps in order: {commands:#?}");
 
     // The compose file carries the generated passwords, never fixed ones.
-    let password = secret(&run.prepared.params, "db-password");
-    let root_password = secret(&run.prepared.params, "db-root-password");
+    let password = secret(&run.prepared.subject.params, "db-password");
+    let root_password = secret(&run.prepared.subject.params, "db-root-password");
     assert!(password.len() >= 16 && root_password.len() >= 16);
     assert_ne!(password, root_password);
     let compose = plan
@@ -135,7 +135,7 @@ async fn wordpress_follows_the_docker_compose_flow_with_generated_secrets() {
 
     // A second deployment gets other secrets.
     let again = install(&runtime(), &wordpress, &[], &sim_for(&wordpress, vec![])).await;
-    assert_ne!(secret(&again.prepared.params, "db-password"), password);
+    assert_ne!(secret(&again.prepared.subject.params, "db-password"), password);
 }
 
 #[tokio::test]
@@ -186,7 +186,7 @@ async fn redis_keeps_its_generated_password_off_every_command_line() {
     let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
     assert!(app.url.as_deref().is_some_and(|u| u.starts_with("redis://") && u.ends_with(":6379")), "{app:?}");
 
-    let password = secret(&run.prepared.params, "password");
+    let password = secret(&run.prepared.subject.params, "password");
     let plan = sim.plan();
     let config = plan
         .iter()

@@ -106,7 +106,7 @@ async fn nginx_deploys_for_real_serves_the_greeting_then_uninstall_removes_it() 
     let app_id = unique("lxc-nginx");
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let mut deploy = prepared(&nginx, &[("greeting", "Hello from a real container")]);
-    deploy.app_id = app_id.clone();
+    deploy.subject.app_id = app_id.clone();
     let started = Instant::now();
     let run = install_on(&runtime(), &nginx, deploy, backend.clone(), Arc::new(NoProxies)).await;
     let outcome = run.outcome.unwrap_or_else(|err| panic!("nginx installs on lxc: {err}"));
@@ -197,7 +197,7 @@ async fn a_command_failing_mid_install_destroys_the_container_and_names_the_step
     let app_id = unique("lxc-broken");
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let mut deploy = prepared(&nginx, &[]);
-    deploy.app_id = app_id.clone();
+    deploy.subject.app_id = app_id.clone();
     // A broken site, so that the recipe's real `nginx -t` fails inside the container.
     let tamper = Tamper {
         file: |file| {
@@ -226,7 +226,7 @@ async fn a_command_past_its_timeout_mid_install_is_killed_and_the_container_dest
     let app_id = unique("lxc-slow");
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let mut deploy = prepared(&nginx, &[]);
-    deploy.app_id = app_id.clone();
+    deploy.subject.app_id = app_id.clone();
     // The config check hangs (a real `sleep` in the container) past a 2 s timeout.
     let tamper = Tamper {
         exec: |request| {
@@ -385,8 +385,9 @@ async fn redis_deploys_with_a_generated_password_and_answers_a_real_client() {
     let app_id = unique("lxc-redis");
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let mut deploy = prepared(&redis, &[]);
-    deploy.app_id = app_id.clone();
+    deploy.subject.app_id = app_id.clone();
     let password = deploy
+        .subject
         .params
         .values
         .iter()

@@ -9,8 +9,8 @@ use rand::Rng;
 
 use crate::backend::{Backend, ContainerRef, ProxyExecutor};
 use crate::events::{EventSink, Redactor};
-use crate::manifest::{Manifest, ParamErrors, ParamValue, ResolvedParams, ResolvedResources, ResourceOverrides};
-use crate::runtime::{Action, RunRequest};
+use crate::manifest::{Manifest, ParamErrors, ParamValue, ResourceOverrides};
+use crate::runtime::{Action, RunRequest, RunSubject};
 
 /// What the operator asked for.
 #[derive(Clone, Debug, Default)]
@@ -25,12 +25,7 @@ pub struct DeployInput {
 
 /// A deployment whose input has been validated, ready to run.
 pub struct PreparedDeploy {
-    pub manifest: Arc<Manifest>,
-    pub params: ResolvedParams,
-    pub resources: ResolvedResources,
-    pub app_id: String,
-    pub deployment_id: String,
-    pub node: Option<String>,
+    pub subject: RunSubject,
     pub keep_failed: bool,
 }
 
@@ -48,12 +43,14 @@ pub fn prepare(manifest: Arc<Manifest>, input: DeployInput) -> Result<PreparedDe
     };
     let app_id = input.app_id.unwrap_or_else(|| format!("{}-{}", manifest.recipe.id, random_suffix(6)));
     Ok(PreparedDeploy {
-        manifest,
-        params,
-        resources,
-        app_id,
-        deployment_id: format!("dep-{}", random_suffix(16)),
-        node: input.node,
+        subject: RunSubject {
+            manifest,
+            params,
+            resources,
+            app_id,
+            deployment_id: format!("dep-{}", random_suffix(16)),
+            node: input.node,
+        },
         keep_failed: input.keep_failed,
     })
 }
@@ -61,8 +58,9 @@ pub fn prepare(manifest: Arc<Manifest>, input: DeployInput) -> Result<PreparedDe
 impl PreparedDeploy {
     /// Hides this deployment's secret parameter values in everything shown.
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(self.params.values.iter().filter_map(|(name, value)| match value {
-            ParamValue::Text(text) if self.params.secret_names.contains(name) => Some((text.clone(), name.clone())),
+        let params = &self.subject.params;
+        Redactor::new(params.values.iter().filter_map(|(name, value)| match value {
+            ParamValue::Text(text) if params.secret_names.contains(name) => Some((text.clone(), name.clone())),
             _ => None,
         }))
     }
@@ -93,12 +91,7 @@ impl PreparedDeploy {
     ) -> RunRequest {
         RunRequest {
             action,
-            manifest: self.manifest.clone(),
-            params: self.params.clone(),
-            resources: self.resources,
-            app_id: self.app_id.clone(),
-            deployment_id: self.deployment_id.clone(),
-            node: self.node.clone(),
+            subject: self.subject.clone(),
             backend,
             proxy,
             events,

@@ -135,10 +135,10 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
         "proximity: deploying {} {} as `{}` on the {} backend{} (deployment {})",
         entry.manifest.recipe.id,
         entry.manifest.recipe.version,
-        prepared.app_id,
+        prepared.subject.app_id,
         backend.name(),
         if args.dry_run { ", dry run" } else { "" },
-        prepared.deployment_id,
+        prepared.subject.deployment_id,
     );
     let request = prepared.install_request(backend, proxy, events);
     let outcome = runtime.run(&recipe, request).await;
@@ -148,8 +148,8 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     steps.iter_mut().for_each(|step| step.redact(&|text| redactor.redact(text)));
     if args.json {
         let mut report = match &outcome {
-            Ok(ok) => serde_json::json!({ "ok": true, "app_id": prepared.app_id, "outcome": ok, "plan": steps }),
-            Err(err) => serde_json::json!({ "ok": false, "app_id": prepared.app_id, "error": err, "message": err.to_string(), "plan": steps }),
+            Ok(ok) => serde_json::json!({ "ok": true, "app_id": prepared.subject.app_id, "outcome": ok, "plan": steps }),
+            Err(err) => serde_json::json!({ "ok": false, "app_id": prepared.subject.app_id, "error": err, "message": err.to_string(), "plan": steps }),
         };
         // The plan is the simulator's record; a real backend has none.
         if !simulated {
@@ -165,7 +165,7 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     match outcome {
         Ok(outcome) => {
             if !args.json {
-                print_outcome(&prepared.app_id, &outcome, &prepared);
+                print_outcome(&prepared.subject.app_id, &outcome, &prepared);
             }
             Ok(ExitCode::SUCCESS)
         }

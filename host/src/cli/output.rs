@@ -43,8 +43,8 @@ pub fn print_outcome(app_id: &str, outcome: &RunOutcome, prepared: &PreparedDepl
         if !ids.is_empty() {
             println!("  containers: {}", ids.join(", "));
         }
-        if !prepared.params.generated.is_empty() {
-            let names: Vec<&str> = prepared.params.generated.iter().map(String::as_str).collect();
+        if !prepared.subject.params.generated.is_empty() {
+            let names: Vec<&str> = prepared.subject.params.generated.iter().map(String::as_str).collect();
             println!("  generated secrets: {} (never printed; not stored by this command)", names.join(", "));
         }
     }

@@ -88,15 +88,22 @@ impl Action {
     }
 }
 
-/// Everything one run needs besides the recipe code.
-pub struct RunRequest {
-    pub action: Action,
+/// What a run is about: the recipe's manifest, the operator's validated
+/// input, and the names of the app and of the job.
+#[derive(Clone)]
+pub struct RunSubject {
     pub manifest: Arc<Manifest>,
     pub params: ResolvedParams,
     pub resources: ResolvedResources,
     pub app_id: String,
     pub deployment_id: String,
     pub node: Option<String>,
+}
+
+/// Everything one run needs besides the recipe code.
+pub struct RunRequest {
+    pub action: Action,
+    pub subject: RunSubject,
     pub backend: Arc<dyn Backend>,
     pub proxy: Arc<dyn ProxyExecutor>,
     pub events: EventSink,
@@ -238,15 +245,16 @@ impl Runtime {
     /// Run one export of a recipe. On failure, every container the run
     /// created is stopped and destroyed (unless `keep_failed`).
     pub async fn run(&self, recipe: &LoadedRecipe, request: RunRequest) -> Result<RunOutcome, RunError> {
-        let limits = &request.manifest.limits;
+        let subject = &request.subject;
+        let limits = &subject.manifest.limits;
         let timeout = Duration::from_secs(limits.timeout_secs).min(self.config.max_timeout);
         let memory_mb = limits.memory_mb.min(self.config.max_memory_mb);
         let run = Arc::new(RunContext::new(
-            request.manifest.grants.clone(),
+            subject.manifest.grants.clone(),
             Ownership {
-                recipe_id: request.manifest.recipe.id.clone(),
-                app_id: request.app_id.clone(),
-                deployment_id: request.deployment_id.clone(),
+                recipe_id: subject.manifest.recipe.id.clone(),
+                app_id: subject.app_id.clone(),
+                deployment_id: subject.deployment_id.clone(),
             },
             request.backend.clone(),
             request.proxy.clone(),
@@ -436,11 +444,12 @@ fn classify_trap(
 
 /// The `context` record the recipe receives.
 fn guest_context(request: &RunRequest) -> types::Context {
+    let subject = &request.subject;
     types::Context {
-        deployment_id: request.deployment_id.clone(),
-        app_id: request.app_id.clone(),
-        recipe_version: request.manifest.recipe.version.to_string(),
-        params: request
+        deployment_id: subject.deployment_id.clone(),
+        app_id: subject.app_id.clone(),
+        recipe_version: subject.manifest.recipe.version.to_string(),
+        params: subject
             .params
             .values
             .iter()
@@ -454,12 +463,12 @@ fn guest_context(request: &RunRequest) -> types::Context {
             })
             .collect(),
         resources: types::Resources {
-            cores: request.resources.cores,
-            memory_mb: request.resources.memory_mb,
-            swap_mb: request.resources.swap_mb,
-            disk_gb: request.resources.disk_gb,
+            cores: subject.resources.cores,
+            memory_mb: subject.resources.memory_mb,
+            swap_mb: subject.resources.swap_mb,
+            disk_gb: subject.resources.disk_gb,
         },
-        target: types::Target { backend: request.backend.name().to_string(), node: request.node.clone() },
+        target: types::Target { backend: request.backend.name().to_string(), node: subject.node.clone() },
     }
 }
 
