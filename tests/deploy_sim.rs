@@ -54,12 +54,17 @@ async fn nginx_installs_natively_and_the_plan_shows_every_operation() {
 
     let commands = execs(&plan);
     assert!(
-        commands.iter().any(|argv| argv.first().map(String::as_str) == Some("apt-get") && argv.contains(&"nginx".to_string())),
+        commands
+            .iter()
+            .any(|argv| argv.first().map(String::as_str) == Some("apt-get") && argv.contains(&"nginx".to_string())),
         "nginx is installed with apt-get: {commands:?}"
     );
     let (_, page) = written(&plan, "/var/www/html/index.html").expect("the site is written");
     assert!(page.contains("Hello from the test"), "{page}");
-    assert!(plan.iter().any(|s| matches!(s, PlanStep::WaitTcp { port: 80, .. } | PlanStep::WaitHttp { .. })), "{plan:?}");
+    assert!(
+        plan.iter().any(|s| matches!(s, PlanStep::WaitTcp { port: 80, .. } | PlanStep::WaitHttp { .. })),
+        "{plan:?}"
+    );
 
     let url = app.url.as_deref().expect("nginx reports its URL");
     assert!(url.starts_with("http://198.18."), "{url}");
@@ -141,7 +146,8 @@ async fn wordpress_follows_the_docker_compose_flow_with_generated_secrets() {
 #[tokio::test]
 async fn a_failing_command_fails_the_step_with_its_stderr_and_cleans_up() {
     let wordpress = recipe("recipes/wordpress");
-    let sim = sim_for(&wordpress, vec![ExecRule::words(&["compose", "pull"]).fails(1, "manifest unknown: wordpress:nope")]);
+    let sim =
+        sim_for(&wordpress, vec![ExecRule::words(&["compose", "pull"]).fails(1, "manifest unknown: wordpress:nope")]);
     let run = install(&runtime(), &wordpress, &[], &sim).await;
     let err = run.outcome.expect_err("the pull fails");
     let RunFailure::Recipe(recipe_error) = &err.failure else { panic!("{err:?}") };
@@ -168,7 +174,8 @@ async fn a_command_past_its_step_timeout_fails_with_timeout() {
 
 #[tokio::test]
 async fn a_backend_that_cannot_create_fails_cleanly() {
-    let sim = SimBackend::new(SimScript { fail_create: Some("storage local-lvm is full".into()), ..Default::default() });
+    let sim =
+        SimBackend::new(SimScript { fail_create: Some("storage local-lvm is full".into()), ..Default::default() });
     let run = install(&runtime(), &recipe("recipes/nginx"), &[], &sim).await;
     let err = run.outcome.expect_err("create fails");
     let RunFailure::Recipe(recipe_error) = &err.failure else { panic!("{err:?}") };
@@ -199,7 +206,11 @@ async fn redis_keeps_its_generated_password_off_every_command_line() {
         .expect("the configuration is written");
     assert_eq!(config.0, 0o640);
     assert_eq!(config.1.as_deref(), Some("redis"));
-    assert!(config.2.contains(&format!("requirepass {password}")) && config.2.contains("maxmemory 64mb"), "{}", config.2);
+    assert!(
+        config.2.contains(&format!("requirepass {password}")) && config.2.contains("maxmemory 64mb"),
+        "{}",
+        config.2
+    );
 
     for step in &plan {
         if let PlanStep::Exec { argv, env, .. } = step {
@@ -220,9 +231,10 @@ async fn uninstall_runs_the_recipe_then_destroys_the_apps_containers() {
     let created = installed.outcome.expect("nginx installs").created;
     assert_eq!(sim.containers().len(), 1);
 
-    let removed = uninstall_on(&runtime, &nginx, &installed.prepared, created.clone(), std::sync::Arc::new(sim.clone()))
-        .await
-        .expect("uninstall succeeds");
+    let removed =
+        uninstall_on(&runtime, &nginx, &installed.prepared, created.clone(), std::sync::Arc::new(sim.clone()))
+            .await
+            .expect("uninstall succeeds");
     assert!(matches!(removed.result, ActionResult::Uninstalled));
     assert_eq!(removed.destroyed, vec![created[0].id.clone()]);
     assert!(sim.containers().is_empty(), "the container is gone");

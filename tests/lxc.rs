@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use proximity::backend::lxc::{config, LxcBackend, LxcConfig, SETUP_HINT};
 use proximity::backend::{
-    Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, Features, FileWrite, HttpProbe, IpConfig,
-    NetworkSpec, NoProxies, Ownership,
+    Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, Features, FileWrite, HttpProbe,
+    IpConfig, NetworkSpec, NoProxies, Ownership,
 };
 use proximity::manifest::ParamValue;
 use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
@@ -22,7 +22,9 @@ use proximity_tests::{install_on, prepared, recipe, repo_root, uninstall_on};
 
 /// Shared by every run so that the base image is built once and kept.
 fn lxcpath() -> PathBuf {
-    std::env::var_os("PROXIMITY_LXC_TEST_PATH").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/lxc-tests"))
+    std::env::var_os("PROXIMITY_LXC_TEST_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/lxc-tests"))
 }
 
 async fn backend() -> LxcBackend {
@@ -90,7 +92,8 @@ fn http_get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let addr = if host.contains(':') { host.to_string() } else { format!("{host}:80") };
-    let mut stream = TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5)).expect("connects");
+    let mut stream =
+        TcpStream::connect_timeout(&addr.parse().expect("address"), Duration::from_secs(5)).expect("connects");
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
     let mut response = String::new();
@@ -271,7 +274,8 @@ fn argv(args: &[&str]) -> Vec<String> {
 }
 
 async fn running(backend: &LxcBackend, app_id: &str, memory_mb: u32, unprivileged: bool) -> ContainerRef {
-    let c = backend.create(&owner(app_id), &ContainerSpec { unprivileged, ..spec("t", memory_mb) }).await.expect("create");
+    let c =
+        backend.create(&owner(app_id), &ContainerSpec { unprivileged, ..spec("t", memory_mb) }).await.expect("create");
     backend.start(&c).await.expect("start");
     c
 }
@@ -286,7 +290,14 @@ async fn exec_and_files_pass_argv_env_cwd_stdin_and_kill_on_timeout() {
     // Arguments arrive intact, with no shell in between.
     let tricky = "a b; echo injected $(id) 'q' \"d\"";
     let out = backend
-        .exec(&c, &ExecRequest { argv: argv(&["printf", "%s|", tricky]), timeout: Duration::from_secs(20), ..Default::default() })
+        .exec(
+            &c,
+            &ExecRequest {
+                argv: argv(&["printf", "%s|", tricky]),
+                timeout: Duration::from_secs(20),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     assert_eq!((out.status, String::from_utf8_lossy(&out.stdout).into_owned()), (0, format!("{tricky}|")));
@@ -305,23 +316,59 @@ async fn exec_and_files_pass_argv_env_cwd_stdin_and_kill_on_timeout() {
 
     // A timeout kills the command inside the container, children included.
     let started = Instant::now();
-    let slow = ExecRequest { argv: argv(&["sh", "-c", "sleep 300 & sleep 301"]), timeout: Duration::from_secs(2), ..Default::default() };
+    let slow = ExecRequest {
+        argv: argv(&["sh", "-c", "sleep 300 & sleep 301"]),
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    };
     let err = backend.exec(&c, &slow).await.expect_err("times out");
     assert!(matches!(err, BackendError::Timeout(_)), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
-    let ps = backend.exec(&c, &ExecRequest { argv: argv(&["ps", "-eo", "comm"]), timeout: Duration::from_secs(20), ..Default::default() }).await.unwrap();
+    let ps = backend
+        .exec(
+            &c,
+            &ExecRequest { argv: argv(&["ps", "-eo", "comm"]), timeout: Duration::from_secs(20), ..Default::default() },
+        )
+        .await
+        .unwrap();
     assert!(!String::from_utf8_lossy(&ps.stdout).contains("sleep"), "{}", String::from_utf8_lossy(&ps.stdout));
 
     // Files go through the container's own view: a symlink resolves inside it.
-    let link = ExecRequest { argv: argv(&["ln", "-s", "/etc/target-inside", "/tmp/link"]), timeout: Duration::from_secs(20), ..Default::default() };
+    let link = ExecRequest {
+        argv: argv(&["ln", "-s", "/etc/target-inside", "/tmp/link"]),
+        timeout: Duration::from_secs(20),
+        ..Default::default()
+    };
     assert_eq!(backend.exec(&c, &link).await.unwrap().status, 0);
-    let file = FileWrite { path: "/tmp/link".into(), contents: b"secret\n".to_vec(), mode: 0o640, owner: Some("root".into()), group: Some("daemon".into()) };
+    let file = FileWrite {
+        path: "/tmp/link".into(),
+        contents: b"secret\n".to_vec(),
+        mode: 0o640,
+        owner: Some("root".into()),
+        group: Some("daemon".into()),
+    };
     backend.write_file(&c, &file).await.unwrap();
     assert!(!std::path::Path::new("/etc/target-inside").exists(), "the host's /etc is untouched");
     assert_eq!(backend.read_file(&c, "/etc/target-inside").await.unwrap(), b"secret\n");
-    let stat = backend.exec(&c, &ExecRequest { argv: argv(&["stat", "-c", "%a %U %G", "/etc/target-inside"]), timeout: Duration::from_secs(20), ..Default::default() }).await.unwrap();
+    let stat = backend
+        .exec(
+            &c,
+            &ExecRequest {
+                argv: argv(&["stat", "-c", "%a %U %G", "/etc/target-inside"]),
+                timeout: Duration::from_secs(20),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&stat.stdout).trim(), "640 root daemon");
-    let nested = FileWrite { path: "/opt/new dir/x.conf".into(), contents: b"x".to_vec(), mode: 0o600, owner: None, group: None };
+    let nested = FileWrite {
+        path: "/opt/new dir/x.conf".into(),
+        contents: b"x".to_vec(),
+        mode: 0o600,
+        owner: None,
+        group: None,
+    };
     backend.write_file(&c, &nested).await.unwrap();
     assert!(matches!(backend.read_file(&c, "/nope").await, Err(BackendError::NotFound(_))));
 
@@ -345,10 +392,19 @@ async fn a_command_past_the_memory_limit_is_oom_killed() {
         ..Default::default()
     };
     let out = backend.exec(&c, &hog).await.expect("the command runs");
-    assert_eq!(out.status, 137, "killed by SIGKILL (OOM): stdout {:?} stderr {:?}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status,
+        137,
+        "killed by SIGKILL (OOM): stdout {:?} stderr {:?}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.stdout.is_empty());
     // The container itself survives the OOM kill of one command.
-    let ok = backend.exec(&c, &ExecRequest { argv: argv(&["true"]), timeout: Duration::from_secs(20), ..Default::default() }).await.unwrap();
+    let ok = backend
+        .exec(&c, &ExecRequest { argv: argv(&["true"]), timeout: Duration::from_secs(20), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(ok.status, 0);
     backend.destroy(&c).await.unwrap();
 }
@@ -443,7 +499,13 @@ async fn docker_and_compose_run_inside_an_unprivileged_nesting_container() {
     backend.start(&c).await.expect("start");
 
     must(&backend, &c, &["apt-get", "update", "-q"], 300).await;
-    must(&backend, &c, &["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io", "docker-compose", "busybox-static"], 600).await;
+    must(
+        &backend,
+        &c,
+        &["apt-get", "install", "-y", "-q", "--no-install-recommends", "docker.io", "docker-compose", "busybox-static"],
+        600,
+    )
+    .await;
     must(&backend, &c, &["systemctl", "start", "docker"], 120).await;
     let info = must(&backend, &c, &["docker", "info", "--format", "{{.Driver}} {{.CgroupVersion}}"], 60).await;
     eprintln!("docker inside lxc: storage driver and cgroup version: {}", info.trim());
@@ -453,13 +515,32 @@ async fn docker_and_compose_run_inside_an_unprivileged_nesting_container() {
     must(&backend, &c, &["cp", "/bin/busybox", "/opt/image/bin/busybox"], 30).await;
     must(&backend, &c, &["ln", "-s", "busybox", "/opt/image/bin/sh"], 30).await;
     must(&backend, &c, &["sh", "-c", "tar -C /opt/image -c . | docker import - local/busybox:offline"], 120).await;
-    let hello = must(&backend, &c, &["docker", "run", "--rm", "local/busybox:offline", "/bin/busybox", "echo", "hello from docker"], 120).await;
+    let hello = must(
+        &backend,
+        &c,
+        &["docker", "run", "--rm", "local/busybox:offline", "/bin/busybox", "echo", "hello from docker"],
+        120,
+    )
+    .await;
     assert_eq!(hello.trim(), "hello from docker");
 
-    let compose = "services:\n  web:\n    image: local/busybox:offline\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n";
-    let file = FileWrite { path: "/opt/app/docker-compose.yml".into(), contents: compose.into(), mode: 0o644, owner: None, group: None };
+    let compose =
+        "services:\n  web:\n    image: local/busybox:offline\n    command: [\"/bin/busybox\", \"sleep\", \"3600\"]\n";
+    let file = FileWrite {
+        path: "/opt/app/docker-compose.yml".into(),
+        contents: compose.into(),
+        mode: 0o644,
+        owner: None,
+        group: None,
+    };
     backend.write_file(&c, &file).await.expect("compose file written");
     must(&backend, &c, &["docker-compose", "-f", "/opt/app/docker-compose.yml", "up", "-d"], 300).await;
-    let running = must(&backend, &c, &["docker-compose", "-f", "/opt/app/docker-compose.yml", "ps", "--services", "--filter", "status=running"], 60).await;
+    let running = must(
+        &backend,
+        &c,
+        &["docker-compose", "-f", "/opt/app/docker-compose.yml", "ps", "--services", "--filter", "status=running"],
+        60,
+    )
+    .await;
     assert_eq!(running.trim(), "web", "the compose service runs");
 }

@@ -45,12 +45,18 @@ fn secs(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let lxcpath = std::env::var_os("PROXIMITY_LXC_TEST_PATH").map(PathBuf::from).unwrap_or_else(|| repo().join("target/lxc-tests"));
+    let lxcpath = std::env::var_os("PROXIMITY_LXC_TEST_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/lxc-tests"));
     let backend = Arc::new(LxcBackend::new(LxcConfig { lxcpath, ..Default::default() }).await.unwrap_or_else(|err| {
         eprintln!("lxc backend unavailable: {err}");
         std::process::exit(2);
     }));
-    let owner = Ownership { recipe_id: "bench".into(), app_id: format!("bench-{}", std::process::id()), deployment_id: "bench".into() };
+    let owner = Ownership {
+        recipe_id: "bench".into(),
+        app_id: format!("bench-{}", std::process::id()),
+        deployment_id: "bench".into(),
+    };
     for unprivileged in [false, true] {
         backend.prepare_base("debian-12", unprivileged).await.expect("base image");
     }
@@ -71,7 +77,8 @@ async fn main() {
             secs(addressed)
         );
         if !unprivileged {
-            let request = ExecRequest { argv: vec!["true".into()], timeout: Duration::from_secs(10), ..Default::default() };
+            let request =
+                ExecRequest { argv: vec!["true".into()], timeout: Duration::from_secs(10), ..Default::default() };
             let mut times = Vec::new();
             for _ in 0..20 {
                 let t = Instant::now();
@@ -79,7 +86,11 @@ async fn main() {
                 times.push(t.elapsed());
             }
             times.sort();
-            println!("  exec round trip (`true`, 20 runs)  median {:.1} ms, max {:.1} ms", times[10].as_secs_f64() * 1e3, times[19].as_secs_f64() * 1e3);
+            println!(
+                "  exec round trip (`true`, 20 runs)  median {:.1} ms, max {:.1} ms",
+                times[10].as_secs_f64() * 1e3,
+                times[19].as_secs_f64() * 1e3
+            );
         }
         let t = Instant::now();
         backend.destroy(&c).await.expect("destroy");

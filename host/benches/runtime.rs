@@ -112,13 +112,14 @@ async fn main() {
         }
         let inst = median(inst);
         let name = if pooling { "pooling" } else { "on-demand" };
-        println!("warm instantiate ({name:>9}): {:>10}  median of 2000; {}", fmt(inst), verdict(inst, Duration::from_micros(100)));
+        println!(
+            "warm instantiate ({name:>9}): {:>10}  median of 2000; {}",
+            fmt(inst),
+            verdict(inst, Duration::from_micros(100))
+        );
         by_strategy.push(inst);
     }
-    println!(
-        "pooling allocator speed-up:  {:>9.1}x",
-        by_strategy[0].as_secs_f64() / by_strategy[1].as_secs_f64()
-    );
+    println!("pooling allocator speed-up:  {:>9.1}x", by_strategy[0].as_secs_f64() / by_strategy[1].as_secs_f64());
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
 
     // A whole run that does nothing: instantiate + context + call + cleanup.

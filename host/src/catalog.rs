@@ -55,7 +55,11 @@ impl Catalog {
         if dir.join("recipe.toml").is_file() {
             let entry = CatalogEntry::load(&dir)?;
             if entry.manifest.recipe.id != recipe {
-                bail!("{} declares id `{}`, not `{recipe}`", dir.join("recipe.toml").display(), entry.manifest.recipe.id);
+                bail!(
+                    "{} declares id `{}`, not `{recipe}`",
+                    dir.join("recipe.toml").display(),
+                    entry.manifest.recipe.id
+                );
             }
             return Ok(entry);
         }

@@ -65,7 +65,12 @@ impl PreparedDeploy {
         }))
     }
 
-    pub fn install_request(&self, backend: Arc<dyn Backend>, proxy: Arc<dyn ProxyExecutor>, events: EventSink) -> RunRequest {
+    pub fn install_request(
+        &self,
+        backend: Arc<dyn Backend>,
+        proxy: Arc<dyn ProxyExecutor>,
+        events: EventSink,
+    ) -> RunRequest {
         self.request(Action::Install, Vec::new(), backend, proxy, events)
     }
 

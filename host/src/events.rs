@@ -90,7 +90,8 @@ impl EventSink {
     /// A sink and the receiving end of its events.
     pub fn channel(redactor: Redactor) -> (Self, mpsc::UnboundedReceiver<Event>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let sink = EventSink { tx: Some(tx), started: Instant::now(), redactor: Arc::new(redactor), sent: Arc::default() };
+        let sink =
+            EventSink { tx: Some(tx), started: Instant::now(), redactor: Arc::new(redactor), sent: Arc::default() };
         (sink, rx)
     }
 

@@ -69,12 +69,9 @@ pub const DEFAULT_SECRET_LENGTH: u32 = 32;
 /// Allowed lengths of a generated secret.
 pub const SECRET_LENGTH_RANGE: std::ops::RangeInclusive<u32> = 16..=128;
 
-static RECIPE_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9-]{0,62}$").unwrap());
-static PARAM_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,63}$").unwrap());
-static SERVICE_NAME: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$").unwrap());
+static RECIPE_ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9-]{0,62}$").unwrap());
+static PARAM_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,63}$").unwrap());
+static SERVICE_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$").unwrap());
 
 // ---------------------------------------------------------------------------
 // The manifest
@@ -138,32 +135,16 @@ pub struct ResourceSpec {
 
 impl ResourceSpec {
     fn default_cores() -> ResourceRange {
-        ResourceRange {
-            min: 1,
-            default: 1,
-            max: None,
-        }
+        ResourceRange { min: 1, default: 1, max: None }
     }
     fn default_memory() -> ResourceRange {
-        ResourceRange {
-            min: 128,
-            default: 512,
-            max: None,
-        }
+        ResourceRange { min: 128, default: 512, max: None }
     }
     fn default_swap() -> ResourceRange {
-        ResourceRange {
-            min: 0,
-            default: 512,
-            max: None,
-        }
+        ResourceRange { min: 0, default: 512, max: None }
     }
     fn default_disk() -> ResourceRange {
-        ResourceRange {
-            min: 2,
-            default: 4,
-            max: None,
-        }
+        ResourceRange { min: 2, default: 4, max: None }
     }
 }
 
@@ -199,9 +180,7 @@ pub struct PortSpec {
     pub description: Option<String>,
 }
 
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -253,10 +232,7 @@ impl SandboxLimits {
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        SandboxLimits {
-            memory_mb: DEFAULT_SANDBOX_MEMORY_MB,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
-        }
+        SandboxLimits { memory_mb: DEFAULT_SANDBOX_MEMORY_MB, timeout_secs: DEFAULT_TIMEOUT_SECS }
     }
 }
 
@@ -446,28 +422,17 @@ impl<'de> Deserialize<'de> for ParamValue {
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// TOML syntax or structure (unknown key, wrong type): toml's message with line and column.
     #[error("{}{message}", file_prefix(path))]
-    Toml {
-        path: Option<PathBuf>,
-        message: String,
-    },
+    Toml { path: Option<PathBuf>, message: String },
     /// Every rule the manifest breaks, each as `key.path: what is wrong`.
     #[error("{}", invalid_message(path, problems))]
-    Invalid {
-        path: Option<PathBuf>,
-        problems: Vec<String>,
-    },
+    Invalid { path: Option<PathBuf>, problems: Vec<String> },
 }
 
 fn file_prefix(path: &Option<PathBuf>) -> String {
-    path.as_ref()
-        .map(|p| format!("{}: ", p.display()))
-        .unwrap_or_default()
+    path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default()
 }
 
 fn invalid_message(path: &Option<PathBuf>, problems: &[String]) -> String {
@@ -476,10 +441,7 @@ fn invalid_message(path: &Option<PathBuf>, problems: &[String]) -> String {
         None => "recipe manifest".to_owned(),
     };
     let n = problems.len();
-    let mut out = format!(
-        "{what} is invalid ({n} problem{}):",
-        if n == 1 { "" } else { "s" }
-    );
+    let mut out = format!("{what} is invalid ({n} problem{}):", if n == 1 { "" } else { "s" });
     for p in problems {
         out.push_str("\n  - ");
         out.push_str(&p.replace('\n', "\n    "));
@@ -583,14 +545,11 @@ pub struct UnknownName {
 impl FromStr for Capability {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        Capability::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "capability",
-                name: s.to_owned(),
-                known: join(Capability::ALL.iter().map(|c| c.as_str())),
-            })
+        Capability::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownName {
+            kind: "capability",
+            name: s.to_owned(),
+            known: join(Capability::ALL.iter().map(|c| c.as_str())),
+        })
     }
 }
 
@@ -624,14 +583,11 @@ impl fmt::Display for LxcFeature {
 impl FromStr for LxcFeature {
     type Err = UnknownName;
     fn from_str(s: &str) -> Result<Self, UnknownName> {
-        LxcFeature::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                kind: "feature",
-                name: s.to_owned(),
-                known: join(LxcFeature::ALL.iter().map(|c| c.as_str())),
-            })
+        LxcFeature::ALL.into_iter().find(|c| c.as_str() == s).ok_or_else(|| UnknownName {
+            kind: "feature",
+            name: s.to_owned(),
+            known: join(LxcFeature::ALL.iter().map(|c| c.as_str())),
+        })
     }
 }
 
@@ -705,9 +661,7 @@ impl Grants {
         } else {
             Err(Denied {
                 grant: format!("capabilities.{cap}"),
-                message: format!(
-                    "capability `{cap}` is not granted (add \"{cap}\" to [grants] capabilities)"
-                ),
+                message: format!("capability `{cap}` is not granted (add \"{cap}\" to [grants] capabilities)"),
             })
         }
     }
@@ -727,38 +681,24 @@ impl Grants {
         let mut bound = |asked: u32, max: u32, what: &str, key: &str| {
             if asked > max {
                 grants.push(format!("lxc.{key}"));
-                messages.push(format!(
-                    "create-lxc asks for {asked} {what} but [grants.lxc] {key} is {max}"
-                ));
+                messages.push(format!("create-lxc asks for {asked} {what} but [grants.lxc] {key} is {max}"));
             }
         };
         bound(req.cores, lxc.max_cores, "cores", "max-cores");
-        bound(
-            req.memory_mb,
-            lxc.max_memory_mb,
-            "MB of memory",
-            "max-memory-mb",
-        );
+        bound(req.memory_mb, lxc.max_memory_mb, "MB of memory", "max-memory-mb");
         bound(req.disk_gb, lxc.max_disk_gb, "GB of disk", "max-disk-gb");
-        for (asked, feature) in [
-            (req.nesting, LxcFeature::Nesting),
-            (req.keyctl, LxcFeature::Keyctl),
-            (req.fuse, LxcFeature::Fuse),
-        ] {
+        for (asked, feature) in
+            [(req.nesting, LxcFeature::Nesting), (req.keyctl, LxcFeature::Keyctl), (req.fuse, LxcFeature::Fuse)]
+        {
             if asked && !lxc.features.contains(&feature) {
                 grants.push(format!("lxc.features.{feature}"));
-                messages.push(format!(
-                    "feature `{feature}` is not in [grants.lxc] features"
-                ));
+                messages.push(format!("feature `{feature}` is not in [grants.lxc] features"));
             }
         }
         if messages.is_empty() {
             Ok(())
         } else {
-            Err(Denied {
-                grant: grants.join(", "),
-                message: messages.join("; "),
-            })
+            Err(Denied { grant: grants.join(", "), message: messages.join("; ") })
         }
     }
 
@@ -766,18 +706,13 @@ impl Grants {
     /// exact command string.
     pub fn check_proxy(&self, service: &str, command: &str) -> Result<(), Denied> {
         self.require(Capability::Proxy)?;
-        let allowed = self
-            .proxy
-            .iter()
-            .any(|g| g.service == service && g.commands.iter().any(|c| c == command));
+        let allowed = self.proxy.iter().any(|g| g.service == service && g.commands.iter().any(|c| c == command));
         if allowed {
             Ok(())
         } else {
             Err(Denied {
                 grant: format!("proxy.{service}"),
-                message: format!(
-                    "proxy service `{service}` command `{command}` is not in [[grants.proxy]]"
-                ),
+                message: format!("proxy service `{service}` command `{command}` is not in [[grants.proxy]]"),
             })
         }
     }
@@ -816,15 +751,10 @@ impl Grants {
                     }
                     for g in &self.proxy {
                         let cmds = join(g.commands.iter().map(|c| format!("`{c}`")));
-                        lines.push(format!(
-                            "calls proxy service `{}`: commands {cmds}",
-                            g.service
-                        ));
+                        lines.push(format!("calls proxy service `{}`: commands {cmds}", g.service));
                     }
                 }
-                Capability::Probe => {
-                    lines.push("waits for ports/URLs in its containers to answer".into())
-                }
+                Capability::Probe => lines.push("waits for ports/URLs in its containers to answer".into()),
                 Capability::Progress => {}
             }
         }
@@ -907,15 +837,12 @@ fn names_from<T: FromStr<Err = UnknownName> + Ord + Copy + fmt::Display>(
 
 impl RawGrants {
     fn into_grants(self, resources: &ResourceSpec, problems: &mut Problems) -> Grants {
-        let capabilities: BTreeSet<Capability> =
-            names_from(&self.capabilities, "grants.capabilities", problems);
+        let capabilities: BTreeSet<Capability> = names_from(&self.capabilities, "grants.capabilities", problems);
         let bound = |r: &ResourceRange| r.max.unwrap_or(r.default);
         let lxc = match self.lxc {
             Some(raw) => Some(LxcGrant {
                 max_cores: raw.max_cores.unwrap_or_else(|| bound(&resources.cores)),
-                max_memory_mb: raw
-                    .max_memory_mb
-                    .unwrap_or_else(|| bound(&resources.memory_mb)),
+                max_memory_mb: raw.max_memory_mb.unwrap_or_else(|| bound(&resources.memory_mb)),
                 max_disk_gb: raw.max_disk_gb.unwrap_or_else(|| bound(&resources.disk_gb)),
                 features: names_from(&raw.features, "grants.lxc.features", problems),
             }),
@@ -927,11 +854,7 @@ impl RawGrants {
             }),
             None => None,
         };
-        Grants {
-            capabilities,
-            lxc,
-            proxy: self.proxy,
-        }
+        Grants { capabilities, lxc, proxy: self.proxy }
     }
 }
 
@@ -949,22 +872,13 @@ impl Manifest {
     /// checks that `recipe.icon`, if given, exists in `recipe_dir`.
     pub fn load(recipe_dir: &Path) -> Result<Manifest, ManifestError> {
         let path = recipe_dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: path.clone(), source })?;
         Self::parse(&text, Some(path), Some(recipe_dir))
     }
 
-    fn parse(
-        text: &str,
-        path: Option<PathBuf>,
-        dir: Option<&Path>,
-    ) -> Result<Manifest, ManifestError> {
-        let raw: RawManifest = toml::from_str(text).map_err(|e| ManifestError::Toml {
-            path: path.clone(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+    fn parse(text: &str, path: Option<PathBuf>, dir: Option<&Path>) -> Result<Manifest, ManifestError> {
+        let raw: RawManifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Toml { path: path.clone(), message: e.to_string().trim_end().to_owned() })?;
         let mut problems = Problems::default();
         let grants = raw.grants.into_grants(&raw.resources, &mut problems);
         let manifest = Manifest {
@@ -978,19 +892,13 @@ impl Manifest {
         manifest.collect_problems(&mut problems);
         if let (Some(dir), Some(icon)) = (dir, &manifest.recipe.icon) {
             if relative_path_problem(icon).is_none() && !dir.join(icon).is_file() {
-                problems.add(
-                    "recipe.icon",
-                    format!("file `{icon}` not found in the recipe directory"),
-                );
+                problems.add("recipe.icon", format!("file `{icon}` not found in the recipe directory"));
             }
         }
         if problems.0.is_empty() {
             Ok(manifest)
         } else {
-            Err(ManifestError::Invalid {
-                path,
-                problems: problems.0,
-            })
+            Err(ManifestError::Invalid { path, problems: problems.0 })
         }
     }
 
@@ -1001,10 +909,7 @@ impl Manifest {
         if problems.0.is_empty() {
             Ok(())
         } else {
-            Err(ManifestError::Invalid {
-                path: None,
-                problems: problems.0,
-            })
+            Err(ManifestError::Invalid { path: None, problems: problems.0 })
         }
     }
 
@@ -1020,16 +925,9 @@ impl Manifest {
     fn check_recipe(&self, p: &mut Problems) {
         let r = &self.recipe;
         if !RECIPE_ID.is_match(&r.id) {
-            p.add(
-                "recipe.id",
-                format!("`{}` must match ^[a-z0-9][a-z0-9-]{{0,62}}$", r.id),
-            );
+            p.add("recipe.id", format!("`{}` must match ^[a-z0-9][a-z0-9-]{{0,62}}$", r.id));
         }
-        for (key, value) in [
-            ("name", &r.name),
-            ("description", &r.description),
-            ("category", &r.category),
-        ] {
+        for (key, value) in [("name", &r.name), ("description", &r.description), ("category", &r.category)] {
             if value.trim().is_empty() {
                 p.add(format!("recipe.{key}"), "must not be empty");
             } else if value.contains(['\n', '\r']) {
@@ -1042,18 +940,10 @@ impl Manifest {
             }
         }
         if let Some(site) = &r.website {
-            let rest = site
-                .strip_prefix("https://")
-                .or_else(|| site.strip_prefix("http://"));
+            let rest = site.strip_prefix("https://").or_else(|| site.strip_prefix("http://"));
             match rest {
-                Some(rest)
-                    if !rest.is_empty()
-                        && !rest.starts_with('/')
-                        && !site.contains(char::is_whitespace) => {}
-                _ => p.add(
-                    "recipe.website",
-                    format!("`{site}` must be an http:// or https:// URL"),
-                ),
+                Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !site.contains(char::is_whitespace) => {}
+                _ => p.add("recipe.website", format!("`{site}` must be an http:// or https:// URL")),
             }
         }
     }
@@ -1071,17 +961,11 @@ impl Manifest {
                 p.add(&path, format!("min {} must be at least {floor}", range.min));
             }
             if range.min > range.default {
-                p.add(
-                    &path,
-                    format!("min {} is above default {}", range.min, range.default),
-                );
+                p.add(&path, format!("min {} is above default {}", range.min, range.default));
             }
             if let Some(max) = range.max {
                 if range.default > max {
-                    p.add(
-                        &path,
-                        format!("default {} is above max {max}", range.default),
-                    );
+                    p.add(&path, format!("default {} is above max {max}", range.default));
                 }
                 if range.min > max {
                     p.add(&path, format!("min {} is above max {max}", range.min));
@@ -1098,10 +982,7 @@ impl Manifest {
             } else if let Some(j) = seen.insert((port.port, port.protocol), i) {
                 p.add(
                     format!("ports[{i}]"),
-                    format!(
-                        "{}/{} is already listed in ports[{j}]",
-                        port.port, port.protocol
-                    ),
+                    format!("{}/{} is already listed in ports[{j}]", port.port, port.protocol),
                 );
             }
         }
@@ -1110,22 +991,10 @@ impl Manifest {
     fn check_limits(&self, p: &mut Problems) {
         let l = &self.limits;
         if !(1..=MAX_SANDBOX_MEMORY_MB).contains(&l.memory_mb) {
-            p.add(
-                "limits.memory-mb",
-                format!(
-                    "{} must be between 1 and {MAX_SANDBOX_MEMORY_MB}",
-                    l.memory_mb
-                ),
-            );
+            p.add("limits.memory-mb", format!("{} must be between 1 and {MAX_SANDBOX_MEMORY_MB}", l.memory_mb));
         }
         if !(1..=MAX_TIMEOUT_SECS).contains(&l.timeout_secs) {
-            p.add(
-                "limits.timeout-secs",
-                format!(
-                    "{} must be between 1 and {MAX_TIMEOUT_SECS}",
-                    l.timeout_secs
-                ),
-            );
+            p.add("limits.timeout-secs", format!("{} must be between 1 and {MAX_TIMEOUT_SECS}", l.timeout_secs));
         }
     }
 
@@ -1134,77 +1003,25 @@ impl Manifest {
         for (i, spec) in self.parameters.iter().enumerate() {
             let at = |key: &str| format!("parameters[{i}].{key}");
             if !PARAM_NAME.is_match(&spec.name) {
-                p.add(
-                    at("name"),
-                    format!(
-                        "`{}` must match ^[a-z][a-z0-9-]*$ (at most 64 characters)",
-                        spec.name
-                    ),
-                );
+                p.add(at("name"), format!("`{}` must match ^[a-z][a-z0-9-]*$ (at most 64 characters)", spec.name));
             } else if let Some(j) = seen.insert(&spec.name, i) {
-                p.add(
-                    at("name"),
-                    format!("`{}` is already the name of parameters[{j}]", spec.name),
-                );
+                p.add(at("name"), format!("`{}` is already the name of parameters[{j}]", spec.name));
             }
             let kind = spec.kind;
             let only = |p: &mut Problems, key: &str, present: bool, types: &str| {
                 if present {
-                    p.add(
-                        at(key),
-                        format!("only {types} parameters take `{key}` (this one is {kind})"),
-                    );
+                    p.add(at(key), format!("only {types} parameters take `{key}` (this one is {kind})"));
                 }
             };
             let text = kind.is_text();
-            only(
-                p,
-                "pattern",
-                !text && spec.pattern.is_some(),
-                "string and secret",
-            );
-            only(
-                p,
-                "min-length",
-                !text && spec.min_length.is_some(),
-                "string and secret",
-            );
-            only(
-                p,
-                "max-length",
-                !text && spec.max_length.is_some(),
-                "string and secret",
-            );
-            only(
-                p,
-                "min",
-                kind != ParamType::Integer && spec.min.is_some(),
-                "integer",
-            );
-            only(
-                p,
-                "max",
-                kind != ParamType::Integer && spec.max.is_some(),
-                "integer",
-            );
-            only(
-                p,
-                "choices",
-                kind != ParamType::Enum && spec.choices.is_some(),
-                "enum",
-            );
-            only(
-                p,
-                "generate",
-                kind != ParamType::Secret && spec.generate,
-                "secret",
-            );
-            only(
-                p,
-                "length",
-                kind != ParamType::Secret && spec.length.is_some(),
-                "secret",
-            );
+            only(p, "pattern", !text && spec.pattern.is_some(), "string and secret");
+            only(p, "min-length", !text && spec.min_length.is_some(), "string and secret");
+            only(p, "max-length", !text && spec.max_length.is_some(), "string and secret");
+            only(p, "min", kind != ParamType::Integer && spec.min.is_some(), "integer");
+            only(p, "max", kind != ParamType::Integer && spec.max.is_some(), "integer");
+            only(p, "choices", kind != ParamType::Enum && spec.choices.is_some(), "enum");
+            only(p, "generate", kind != ParamType::Secret && spec.generate, "secret");
+            only(p, "length", kind != ParamType::Secret && spec.length.is_some(), "secret");
 
             let mut pattern_ok = true;
             let pattern = match (&spec.pattern, text) {
@@ -1236,10 +1053,7 @@ impl Manifest {
                         let mut uniq = BTreeSet::new();
                         for (j, choice) in c.iter().enumerate() {
                             if !uniq.insert(choice) {
-                                p.add(
-                                    format!("parameters[{i}].choices[{j}]"),
-                                    format!("`{choice}` is listed twice"),
-                                );
+                                p.add(format!("parameters[{i}].choices[{j}]"), format!("`{choice}` is listed twice"));
                             }
                         }
                     }
@@ -1250,10 +1064,7 @@ impl Manifest {
             }
             if kind == ParamType::Secret {
                 if spec.default.is_some() {
-                    p.add(
-                        at("default"),
-                        "a secret must not have a default (use generate = true)",
-                    );
+                    p.add(at("default"), "a secret must not have a default (use generate = true)");
                 }
                 if spec.generate && spec.required {
                     p.add(at("generate"), "a generated secret cannot be required");
@@ -1275,13 +1086,8 @@ impl Manifest {
                 }
                 if spec.generate {
                     let len = spec.generated_length();
-                    if spec.min_length.is_some_and(|m| len < m)
-                        || spec.max_length.is_some_and(|m| len > m)
-                    {
-                        p.add(
-                            at("length"),
-                            format!("the generated length {len} is outside min-length/max-length"),
-                        );
+                    if spec.min_length.is_some_and(|m| len < m) || spec.max_length.is_some_and(|m| len > m) {
+                        p.add(at("length"), format!("the generated length {len} is outside min-length/max-length"));
                     }
                     if let Some(re) = &pattern {
                         let samples = [
@@ -1291,10 +1097,7 @@ impl Manifest {
                             "aZ7".chars().cycle().take(len as usize).collect::<String>(),
                         ];
                         if samples.iter().any(|s| !re.is_match(s)) {
-                            p.add(
-                                at("pattern"),
-                                "must accept generated values (letters and digits)",
-                            );
+                            p.add(at("pattern"), "must accept generated values (letters and digits)");
                         }
                     }
                 }
@@ -1309,11 +1112,7 @@ impl Manifest {
                 if !type_ok {
                     p.add(
                         at("default"),
-                        format!(
-                            "must be {} to match type = \"{kind}\", not {}",
-                            expected(kind),
-                            default.type_name()
-                        ),
+                        format!("must be {} to match type = \"{kind}\", not {}", expected(kind), default.type_name()),
                     );
                 } else if pattern_ok {
                     for msg in value_problems(spec, default, pattern.as_ref()) {
@@ -1328,14 +1127,8 @@ impl Manifest {
         let g = &self.grants;
         let has = |c| g.capabilities.contains(&c);
         match (&g.lxc, has(Capability::Lxc)) {
-            (Some(_), false) => p.add(
-                "grants.lxc",
-                "[grants.lxc] is given but \"lxc\" is not in grants.capabilities",
-            ),
-            (None, true) => p.add(
-                "grants.lxc",
-                "\"lxc\" is granted but its bounds are missing",
-            ),
+            (Some(_), false) => p.add("grants.lxc", "[grants.lxc] is given but \"lxc\" is not in grants.capabilities"),
+            (None, true) => p.add("grants.lxc", "\"lxc\" is granted but its bounds are missing"),
             _ => {}
         }
         if let Some(lxc) = &g.lxc {
@@ -1350,10 +1143,7 @@ impl Manifest {
                 if max == 0 {
                     p.add(&path, "must be at least 1");
                 } else if max < range.default {
-                    p.add(
-                        &path,
-                        format!("{max} is below resources.{res} default {}", range.default),
-                    );
+                    p.add(&path, format!("{max} is below resources.{res} default {}", range.default));
                 } else if let Some(rmax) = range.max.filter(|&m| max < m) {
                     p.add(
                         &path,
@@ -1363,26 +1153,17 @@ impl Manifest {
             }
         }
         if !g.proxy.is_empty() && !has(Capability::Proxy) {
-            p.add(
-                "grants.proxy",
-                "[[grants.proxy]] is given but \"proxy\" is not in grants.capabilities",
-            );
+            p.add("grants.proxy", "[[grants.proxy]] is given but \"proxy\" is not in grants.capabilities");
         }
         if g.proxy.is_empty() && has(Capability::Proxy) {
-            p.add(
-                "grants.capabilities",
-                "\"proxy\" is granted but no [[grants.proxy]] service is listed",
-            );
+            p.add("grants.capabilities", "\"proxy\" is granted but no [[grants.proxy]] service is listed");
         }
         let mut services = BTreeMap::new();
         for (i, pg) in g.proxy.iter().enumerate() {
             if !SERVICE_NAME.is_match(&pg.service) {
                 p.add(
                     format!("grants.proxy[{i}].service"),
-                    format!(
-                        "`{}` must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,62}}$",
-                        pg.service
-                    ),
+                    format!("`{}` must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,62}}$", pg.service),
                 );
             } else if let Some(j) = services.insert(&pg.service, i) {
                 p.add(
@@ -1391,10 +1172,7 @@ impl Manifest {
                 );
             }
             if pg.commands.is_empty() {
-                p.add(
-                    format!("grants.proxy[{i}].commands"),
-                    "must list at least one command",
-                );
+                p.add(format!("grants.proxy[{i}].commands"), "must list at least one command");
             }
             let mut uniq = BTreeSet::new();
             for (j, cmd) in pg.commands.iter().enumerate() {
@@ -1402,10 +1180,7 @@ impl Manifest {
                 if cmd.trim().is_empty() {
                     p.add(path, "must not be empty");
                 } else if cmd.trim() != cmd || cmd.chars().any(char::is_control) {
-                    p.add(
-                        path,
-                        format!("{cmd:?} must have no surrounding spaces or control characters"),
-                    );
+                    p.add(path, format!("{cmd:?} must have no surrounding spaces or control characters"));
                 } else if !uniq.insert(cmd) {
                     p.add(path, format!("`{cmd}` is listed twice"));
                 }
@@ -1421,15 +1196,8 @@ impl Manifest {
     /// What the operator may choose for each resource: `min`, `default`, and `max`
     /// as enforced by [`Manifest::resolve_resources`] (`None`: no bound from the manifest).
     pub fn resource_bounds(&self) -> ResourceSpec {
-        let lxc = self
-            .grants
-            .lxc
-            .as_ref()
-            .filter(|_| self.grants.allows(Capability::Lxc));
-        let with = |r: &ResourceRange, grant: Option<u32>| ResourceRange {
-            max: r.max.or(grant),
-            ..*r
-        };
+        let lxc = self.grants.lxc.as_ref().filter(|_| self.grants.allows(Capability::Lxc));
+        let with = |r: &ResourceRange, grant: Option<u32>| ResourceRange { max: r.max.or(grant), ..*r };
         ResourceSpec {
             cores: with(&self.resources.cores, lxc.map(|l| l.max_cores)),
             memory_mb: with(&self.resources.memory_mb, lxc.map(|l| l.max_memory_mb)),
@@ -1439,10 +1207,7 @@ impl Manifest {
     }
 
     /// The operator's resource choices within bounds, defaults filled in.
-    pub fn resolve_resources(
-        &self,
-        overrides: &ResourceOverrides,
-    ) -> Result<ResolvedResources, ParamErrors> {
+    pub fn resolve_resources(&self, overrides: &ResourceOverrides) -> Result<ResolvedResources, ParamErrors> {
         let bounds = self.resource_bounds();
         let mut problems = Vec::new();
         let mut pick = |key: &str, range: &ResourceRange, given: Option<u32>| -> u32 {
@@ -1454,10 +1219,7 @@ impl Manifest {
                 });
             }
             if let Some(max) = range.max.filter(|&m| v > m) {
-                problems.push(ParamProblem {
-                    name: key.into(),
-                    message: format!("{v} is above the maximum {max}"),
-                });
+                problems.push(ParamProblem { name: key.into(), message: format!("{v} is above the maximum {max}") });
             }
             v
         };
@@ -1479,42 +1241,25 @@ impl Manifest {
     /// not given, parses integers and booleans (true/false/yes/no/1/0), checks every
     /// rule. Unknown names and missing required parameters are errors. Values come
     /// in manifest order; a parameter without value, default or generation is left out.
-    pub fn resolve_params(
-        &self,
-        given: &BTreeMap<String, String>,
-    ) -> Result<ResolvedParams, ParamErrors> {
+    pub fn resolve_params(&self, given: &BTreeMap<String, String>) -> Result<ResolvedParams, ParamErrors> {
         let mut problems = Vec::new();
         for name in given.keys() {
             if !self.parameters.iter().any(|s| &s.name == name) {
                 let message = if self.parameters.is_empty() {
                     "unknown parameter (this recipe takes none)".to_owned()
                 } else {
-                    format!(
-                        "unknown parameter (known: {})",
-                        join(self.parameters.iter().map(|s| s.name.as_str()))
-                    )
+                    format!("unknown parameter (known: {})", join(self.parameters.iter().map(|s| s.name.as_str())))
                 };
-                problems.push(ParamProblem {
-                    name: name.clone(),
-                    message,
-                });
+                problems.push(ParamProblem { name: name.clone(), message });
             }
         }
         let mut out = ResolvedParams::default();
         for spec in &self.parameters {
-            let problem = |message: String| ParamProblem {
-                name: spec.name.clone(),
-                message,
-            };
+            let problem = |message: String| ParamProblem { name: spec.name.clone(), message };
             if spec.is_secret() {
                 out.secret_names.insert(spec.name.clone());
             }
-            let pattern = match spec
-                .pattern
-                .as_deref()
-                .filter(|_| spec.kind.is_text())
-                .map(compile_pattern)
-            {
+            let pattern = match spec.pattern.as_deref().filter(|_| spec.kind.is_text()).map(compile_pattern) {
                 Some(Ok(re)) => Some(re),
                 Some(Err(e)) => {
                     problems.push(problem(format!("the manifest's pattern is invalid: {e}")));
@@ -1568,11 +1313,7 @@ fn expected(kind: ParamType) -> &'static str {
 }
 
 fn join<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I) -> String {
-    items
-        .into_iter()
-        .map(|s| s.as_ref().to_owned())
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.into_iter().map(|s| s.as_ref().to_owned()).collect::<Vec<_>>().join(", ")
 }
 
 fn relative_path_problem(path: &str) -> Option<String> {
@@ -1583,14 +1324,10 @@ fn relative_path_problem(path: &str) -> Option<String> {
         return Some(format!("`{path}` must use / as separator"));
     }
     let p = Path::new(path);
-    if p.components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-    {
+    if p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir)) {
         None
     } else {
-        Some(format!(
-            "`{path}` must be a relative path inside the recipe directory (no `..`, not absolute)"
-        ))
+        Some(format!("`{path}` must be a relative path inside the recipe directory (no `..`, not absolute)"))
     }
 }
 
@@ -1610,30 +1347,20 @@ fn compile_pattern(pattern: &str) -> Result<Regex, String> {
 /// Parses an operator's string for `spec`'s type. Never echoes a secret.
 fn parse_value(spec: &ParameterSpec, raw: &str) -> Result<ParamValue, String> {
     match spec.kind {
-        ParamType::String | ParamType::Secret | ParamType::Enum => {
-            Ok(ParamValue::Text(raw.to_owned()))
+        ParamType::String | ParamType::Secret | ParamType::Enum => Ok(ParamValue::Text(raw.to_owned())),
+        ParamType::Integer => {
+            raw.trim().parse::<i64>().map(ParamValue::Integer).map_err(|_| format!("must be an integer (got {raw:?})"))
         }
-        ParamType::Integer => raw
-            .trim()
-            .parse::<i64>()
-            .map(ParamValue::Integer)
-            .map_err(|_| format!("must be an integer (got {raw:?})")),
         ParamType::Boolean => match raw.trim().to_ascii_lowercase().as_str() {
             "true" | "yes" | "1" => Ok(ParamValue::Boolean(true)),
             "false" | "no" | "0" => Ok(ParamValue::Boolean(false)),
-            _ => Err(format!(
-                "must be true or false (or yes/no, 1/0) (got {raw:?})"
-            )),
+            _ => Err(format!("must be true or false (or yes/no, 1/0) (got {raw:?})")),
         },
     }
 }
 
 /// Every rule `value` breaks (the type already matches). Never echoes a secret.
-fn value_problems(
-    spec: &ParameterSpec,
-    value: &ParamValue,
-    pattern: Option<&Regex>,
-) -> Vec<String> {
+fn value_problems(spec: &ParameterSpec, value: &ParamValue, pattern: Option<&Regex>) -> Vec<String> {
     let mut out = Vec::new();
     let secret = spec.is_secret();
     match (spec.kind, value) {
@@ -1647,10 +1374,7 @@ fn value_problems(
                 }
             };
             if let Some(min) = spec.min_length.filter(|&m| len < m as usize) {
-                out.push(format!(
-                    "must be at least {min} characters long{}",
-                    got(len)
-                ));
+                out.push(format!("must be at least {min} characters long{}", got(len)));
             }
             if let Some(max) = spec.max_length.filter(|&m| len > m as usize) {
                 out.push(format!("must be at most {max} characters long{}", got(len)));
@@ -1659,10 +1383,7 @@ fn value_problems(
                 if secret {
                     out.push(format!("does not match the pattern `{}`", re.as_str()));
                 } else {
-                    out.push(format!(
-                        "{s:?} does not match the pattern `{}`",
-                        re.as_str()
-                    ));
+                    out.push(format!("{s:?} does not match the pattern `{}`", re.as_str()));
                 }
             }
         }
@@ -1688,11 +1409,7 @@ fn value_problems(
 
 /// A random alphanumeric string (`[A-Za-z0-9]`) from the thread's CSPRNG.
 fn generate_secret(length: u32) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(length as usize)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(length as usize).map(char::from).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -1728,16 +1445,7 @@ impl ResolvedParams {
     pub fn redacted(&self) -> Vec<(String, String)> {
         self.values
             .iter()
-            .map(|(n, v)| {
-                (
-                    n.clone(),
-                    if self.is_secret(n) {
-                        REDACTED.to_owned()
-                    } else {
-                        v.to_string()
-                    },
-                )
-            })
+            .map(|(n, v)| (n.clone(), if self.is_secret(n) { REDACTED.to_owned() } else { v.to_string() }))
             .collect()
     }
 }
@@ -1774,11 +1482,7 @@ impl fmt::Display for ResolvedParams {
                 f.write_str("\n")?;
             }
             if self.is_secret(n) {
-                let gen = if self.generated.contains(n) {
-                    " (generated)"
-                } else {
-                    ""
-                };
+                let gen = if self.generated.contains(n) { " (generated)" } else { "" };
                 write!(f, "{n} = {REDACTED}{gen}")?;
             } else {
                 match v {
@@ -1944,19 +1648,14 @@ category = "demo"
     fn has(problems: &[String], path: &str, needle: &str) {
         let prefix = format!("{path}: ");
         assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with(&prefix) && p.contains(needle)),
+            problems.iter().any(|p| p.starts_with(&prefix) && p.contains(needle)),
             "no problem `{path}: ...{needle}...` in:\n{}",
             problems.join("\n")
         );
     }
 
     fn given(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn params(decl: &str) -> Manifest {
@@ -1971,31 +1670,15 @@ category = "demo"
         assert_eq!(m.recipe.id, "nginx");
         assert_eq!(m.recipe.version, semver::Version::new(0, 1, 0));
         assert_eq!(m.recipe.icon.as_deref(), Some("icon.svg"));
-        assert_eq!(
-            m.resources.cores,
-            ResourceRange {
-                min: 1,
-                default: 1,
-                max: Some(4)
-            }
-        );
+        assert_eq!(m.resources.cores, ResourceRange { min: 1, default: 1, max: Some(4) });
         assert_eq!(m.resources.memory_mb.default, 512);
         assert_eq!(m.ports.len(), 2);
         assert_eq!(m.ports[1].protocol, Protocol::Udp);
-        assert_eq!(
-            m.limits,
-            SandboxLimits {
-                memory_mb: 32,
-                timeout_secs: 600
-            }
-        );
+        assert_eq!(m.limits, SandboxLimits { memory_mb: 32, timeout_secs: 600 });
         assert_eq!(m.limits.timeout(), std::time::Duration::from_secs(600));
         assert_eq!(m.limits.memory_bytes(), 32 << 20);
         assert_eq!(m.parameters.len(), 7);
-        assert_eq!(
-            m.parameters[0].default,
-            Some(ParamValue::Text("Hello".into()))
-        );
+        assert_eq!(m.parameters[0].default, Some(ParamValue::Text("Hello".into())));
         assert_eq!(m.parameters[2].default, Some(ParamValue::Integer(8080)));
         assert_eq!(m.parameters[3].default, Some(ParamValue::Boolean(false)));
         assert!(m.parameters[1].is_secret() && m.parameters[1].generate);
@@ -2003,14 +1686,8 @@ category = "demo"
         let lxc = m.grants.lxc.as_ref().unwrap();
         assert_eq!(lxc.max_cores, 4);
         assert_eq!(lxc.max_memory_mb, 2048);
-        assert_eq!(
-            lxc.max_disk_gb, 4,
-            "absent bound falls back to resources.disk-gb default"
-        );
-        assert_eq!(
-            lxc.features,
-            [LxcFeature::Nesting, LxcFeature::Keyctl].into()
-        );
+        assert_eq!(lxc.max_disk_gb, 4, "absent bound falls back to resources.disk-gb default");
+        assert_eq!(lxc.features, [LxcFeature::Nesting, LxcFeature::Keyctl].into());
         assert_eq!(m.grants.proxy[0].commands.len(), 2);
     }
 
@@ -2018,52 +1695,15 @@ category = "demo"
     fn minimal_manifest_gets_defaults() {
         let m = with("").unwrap();
         assert_eq!(m.resources, ResourceSpec::default());
-        assert_eq!(
-            m.resources.cores,
-            ResourceRange {
-                min: 1,
-                default: 1,
-                max: None
-            }
-        );
-        assert_eq!(
-            m.resources.memory_mb,
-            ResourceRange {
-                min: 128,
-                default: 512,
-                max: None
-            }
-        );
-        assert_eq!(
-            m.resources.swap_mb,
-            ResourceRange {
-                min: 0,
-                default: 512,
-                max: None
-            }
-        );
-        assert_eq!(
-            m.resources.disk_gb,
-            ResourceRange {
-                min: 2,
-                default: 4,
-                max: None
-            }
-        );
-        assert_eq!(
-            m.limits,
-            SandboxLimits {
-                memory_mb: 64,
-                timeout_secs: 900
-            }
-        );
+        assert_eq!(m.resources.cores, ResourceRange { min: 1, default: 1, max: None });
+        assert_eq!(m.resources.memory_mb, ResourceRange { min: 128, default: 512, max: None });
+        assert_eq!(m.resources.swap_mb, ResourceRange { min: 0, default: 512, max: None });
+        assert_eq!(m.resources.disk_gb, ResourceRange { min: 2, default: 4, max: None });
+        assert_eq!(m.limits, SandboxLimits { memory_mb: 64, timeout_secs: 900 });
         assert!(m.ports.is_empty() && m.parameters.is_empty());
         assert_eq!(m.grants, Grants::default());
         assert!(m.grants.allows(Capability::Progress));
-        assert_eq!(
-            m.summary_lines(),
-            vec!["uses no capabilities (only reports progress)"]
-        );
+        assert_eq!(m.summary_lines(), vec!["uses no capabilities (only reports progress)"]);
     }
 
     #[test]
@@ -2077,24 +1717,15 @@ category = "demo"
         assert_eq!(v["resources"]["memory-mb"]["default"], 512);
         assert_eq!(v["parameters"][2]["default"], 8080);
         assert_eq!(v["parameters"][2]["type"], "integer");
-        assert_eq!(
-            v["grants"]["capabilities"],
-            serde_json::json!(["lxc", "exec", "files", "proxy", "probe"])
-        );
-        assert_eq!(
-            v["grants"]["lxc"]["features"],
-            serde_json::json!(["nesting", "keyctl"])
-        );
+        assert_eq!(v["grants"]["capabilities"], serde_json::json!(["lxc", "exec", "files", "proxy", "probe"]));
+        assert_eq!(v["grants"]["lxc"]["features"], serde_json::json!(["nesting", "keyctl"]));
 
         let text = toml::to_string(&m).unwrap();
         let again = Manifest::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(again, m);
 
         let min = with("").unwrap();
-        assert_eq!(
-            Manifest::from_toml_str(&toml::to_string(&min).unwrap()).unwrap(),
-            min
-        );
+        assert_eq!(Manifest::from_toml_str(&toml::to_string(&min).unwrap()).unwrap(), min);
     }
 
     #[test]
@@ -2102,15 +1733,9 @@ category = "demo"
         let mut m = full();
         m.recipe.id = "Bad Id".into();
         m.grants.capabilities.remove(&Capability::Lxc);
-        let Err(ManifestError::Invalid { problems, .. }) = m.validate() else {
-            panic!()
-        };
+        let Err(ManifestError::Invalid { problems, .. }) = m.validate() else { panic!() };
         has(&problems, "recipe.id", "Bad Id");
-        has(
-            &problems,
-            "grants.lxc",
-            "\"lxc\" is not in grants.capabilities",
-        );
+        has(&problems, "grants.lxc", "\"lxc\" is not in grants.capabilities");
     }
 
     #[test]
@@ -2125,27 +1750,15 @@ category = "demo"
         for (extra, key) in [
             ("colour = 1", "colour"),
             ("[limits]\nmemory = 64", "memory"),
-            (
-                "[[parameters]]\nname = \"a\"\ntype = \"string\"\ndefualt = \"x\"",
-                "defualt",
-            ),
+            ("[[parameters]]\nname = \"a\"\ntype = \"string\"\ndefualt = \"x\"", "defualt"),
             ("[resources]\ncores = { min = 1, defualt = 2 }", "defualt"),
             ("[grants]\ncapabilities = []\nlxcc = 1", "lxcc"),
-            (
-                "[grants]\ncapabilities = [\"lxc\"]\n[grants.lxc]\nmax-cpus = 2",
-                "max-cpus",
-            ),
+            ("[grants]\ncapabilities = [\"lxc\"]\n[grants.lxc]\nmax-cpus = 2", "max-cpus"),
             ("[[ports]]\nport = 80\nproto = \"tcp\"", "proto"),
-            (
-                "[[grants.proxy]]\nservice = \"s\"\ncommand = [\"x\"]",
-                "command",
-            ),
+            ("[[grants.proxy]]\nservice = \"s\"\ncommand = [\"x\"]", "command"),
         ] {
             let msg = toml_error(&format!("{MINIMAL}\n{extra}"));
-            assert!(
-                msg.contains(&format!("unknown field `{key}`")),
-                "{extra}: {msg}"
-            );
+            assert!(msg.contains(&format!("unknown field `{key}`")), "{extra}: {msg}");
             assert!(msg.contains("line "), "{extra}: {msg}");
         }
         let msg = toml_error(&MINIMAL.replace("category", "categroy"));
@@ -2160,10 +1773,7 @@ category = "demo"
             ("[[ports]]\nport = 80\nprotocol = \"sctp\"", "sctp"),
             ("[resources]\ncores = { min = -1, default = 1 }", "-1"),
             ("[resources]\ncores = { min = 1 }", "default"),
-            (
-                "[[parameters]]\nname = \"a\"\ntype = \"string\"\ndefault = 1.5",
-                "a string, integer or boolean",
-            ),
+            ("[[parameters]]\nname = \"a\"\ntype = \"string\"\ndefault = 1.5", "a string, integer or boolean"),
         ] {
             let msg = toml_error(&format!("{MINIMAL}\n{extra}"));
             assert!(msg.contains(needle), "{extra}: {msg}");
@@ -2178,13 +1788,8 @@ category = "demo"
             .replace("id = \"hello\"", "id = \"-Hello\"")
             .replace("name = \"Hello\"", "name = \" \"")
             .replace("Says hello.", "two\\nlines")
-            .replace(
-                "category = \"demo\"",
-                "category = \"\"\nicon = \"../icon.svg\"\nwebsite = \"ftp://x\"",
-            );
-        let Err(ManifestError::Invalid { problems, .. }) = Manifest::from_toml_str(&text) else {
-            panic!()
-        };
+            .replace("category = \"demo\"", "category = \"\"\nicon = \"../icon.svg\"\nwebsite = \"ftp://x\"");
+        let Err(ManifestError::Invalid { problems, .. }) = Manifest::from_toml_str(&text) else { panic!() };
         has(&problems, "recipe.id", "-Hello");
         has(&problems, "recipe.name", "empty");
         has(&problems, "recipe.description", "one line");
@@ -2194,23 +1799,14 @@ category = "demo"
         assert_eq!(problems.len(), 6, "{problems:#?}");
 
         for icon in ["/etc/passwd", "a/../../b", "a\\\\b", ""] {
-            let t = MINIMAL.replace(
-                "category = \"demo\"",
-                &format!("category = \"demo\"\nicon = \"{icon}\""),
-            );
-            assert!(
-                Manifest::from_toml_str(&t).is_err(),
-                "icon {icon:?} accepted"
-            );
+            let t = MINIMAL.replace("category = \"demo\"", &format!("category = \"demo\"\nicon = \"{icon}\""));
+            assert!(Manifest::from_toml_str(&t).is_err(), "icon {icon:?} accepted");
         }
         let long = format!("id = \"{}\"", "a".repeat(64));
         assert!(Manifest::from_toml_str(&MINIMAL.replace("id = \"hello\"", &long)).is_err());
         let ok = format!("id = \"{}\"", "a".repeat(63));
         assert!(Manifest::from_toml_str(&MINIMAL.replace("id = \"hello\"", &ok)).is_ok());
-        let t = MINIMAL.replace(
-            "category = \"demo\"",
-            "category = \"demo\"\nicon = \"img/./icon.png\"",
-        );
+        let t = MINIMAL.replace("category = \"demo\"", "category = \"demo\"\nicon = \"img/./icon.png\"");
         assert!(Manifest::from_toml_str(&t).is_ok());
     }
 
@@ -2375,23 +1971,10 @@ default = 4
 "#,
         );
         has(&p, "parameters[0].name", "Bad_Name");
-        has(
-            &p,
-            "parameters[2].name",
-            "already the name of parameters[1]",
-        );
+        has(&p, "parameters[2].name", "already the name of parameters[1]");
         has(&p, "parameters[2].min", "10 is above max 1");
         has(&p, "parameters[2].default", "at most 1 (got 20)");
-        for key in [
-            "pattern",
-            "min-length",
-            "max-length",
-            "min",
-            "max",
-            "choices",
-            "generate",
-            "length",
-        ] {
+        for key in ["pattern", "min-length", "max-length", "min", "max", "choices", "generate", "length"] {
             has(&p, &format!("parameters[3].{key}"), "(this one is boolean)");
         }
         has(&p, "parameters[4].pattern", "invalid regex `^[a-`");
@@ -2399,53 +1982,22 @@ default = 4
         has(&p, "parameters[6].choices", "needs `choices`");
         has(&p, "parameters[7].choices", "must not be empty");
         has(&p, "parameters[8].choices[2]", "`a` is listed twice");
-        has(
-            &p,
-            "parameters[8].default",
-            "must be one of: a, b, a (got \"c\")",
-        );
+        has(&p, "parameters[8].default", "must be one of: a, b, a (got \"c\")");
         has(&p, "parameters[9].required", "has no default");
         has(&p, "parameters[10].default", "must not have a default");
         has(&p, "parameters[11].generate", "cannot be required");
         has(&p, "parameters[11].length", "8 must be between 16 and 128");
-        has(
-            &p,
-            "parameters[12].length",
-            "only applies with generate = true",
-        );
-        has(
-            &p,
-            "parameters[13].length",
-            "generated length 32 is outside",
-        );
+        has(&p, "parameters[12].length", "only applies with generate = true");
+        has(&p, "parameters[13].length", "generated length 32 is outside");
         has(&p, "parameters[14].pattern", "must accept generated values");
-        has(
-            &p,
-            "parameters[15].default",
-            "must be an integer to match type = \"integer\", not a string",
-        );
+        has(&p, "parameters[15].default", "must be an integer to match type = \"integer\", not a string");
         has(&p, "parameters[16].default", "must be a boolean");
-        has(
-            &p,
-            "parameters[17].default",
-            "at least 3 characters long (got 2)",
-        );
-        has(
-            &p,
-            "parameters[18].default",
-            "at most 3 characters long (got 4)",
-        );
-        has(
-            &p,
-            "parameters[19].default",
-            "\"ABC\" does not match the pattern `^[a-z]+$`",
-        );
+        has(&p, "parameters[17].default", "at least 3 characters long (got 2)");
+        has(&p, "parameters[18].default", "at most 3 characters long (got 4)");
+        has(&p, "parameters[19].default", "\"ABC\" does not match the pattern `^[a-z]+$`");
         has(&p, "parameters[20].default", "at least 5 (got 4)");
         assert_eq!(p.len(), 31, "{p:#?}");
-        assert!(
-            !p.iter().any(|x| x.contains("hunter2")),
-            "a secret default is echoed"
-        );
+        assert!(!p.iter().any(|x| x.contains("hunter2")), "a secret default is echoed");
     }
 
     #[test]
@@ -2465,11 +2017,7 @@ features = ["nesting", "privileged", "nesting"]
         );
         has(&p, "grants.capabilities[3]", "`lxc` is listed twice");
         has(&p, "grants.capabilities[4]", "unknown capability `network`");
-        has(
-            &p,
-            "grants.lxc.features[1]",
-            "unknown feature `privileged` (known: nesting, keyctl, fuse)",
-        );
+        has(&p, "grants.lxc.features[1]", "unknown feature `privileged` (known: nesting, keyctl, fuse)");
         has(&p, "grants.lxc.features[2]", "`nesting` is listed twice");
         assert_eq!(p.len(), 5, "{p:#?}");
     }
@@ -2498,45 +2046,21 @@ service = "svc"
 commands = ["x"]
 "#,
         );
-        has(
-            &p,
-            "grants.lxc",
-            "[grants.lxc] is given but \"lxc\" is not in grants.capabilities",
-        );
-        has(
-            &p,
-            "grants.lxc.max-cores",
-            "4 is below resources.cores max 8",
-        );
-        has(
-            &p,
-            "grants.lxc.max-memory-mb",
-            "512 is below resources.memory-mb default 1024",
-        );
+        has(&p, "grants.lxc", "[grants.lxc] is given but \"lxc\" is not in grants.capabilities");
+        has(&p, "grants.lxc.max-cores", "4 is below resources.cores max 8");
+        has(&p, "grants.lxc.max-memory-mb", "512 is below resources.memory-mb default 1024");
         has(&p, "grants.lxc.max-disk-gb", "at least 1");
-        has(
-            &p,
-            "grants.proxy",
-            "\"proxy\" is not in grants.capabilities",
-        );
+        has(&p, "grants.proxy", "\"proxy\" is not in grants.capabilities");
         has(&p, "grants.proxy[0].service", "bad service");
         has(&p, "grants.proxy[0].commands", "at least one command");
         has(&p, "grants.proxy[1].commands[1]", "must not be empty");
         has(&p, "grants.proxy[1].commands[2]", "surrounding spaces");
         has(&p, "grants.proxy[1].commands[3]", "`ok` is listed twice");
-        has(
-            &p,
-            "grants.proxy[2].service",
-            "already listed in grants.proxy[1]",
-        );
+        has(&p, "grants.proxy[2].service", "already listed in grants.proxy[1]");
         assert_eq!(p.len(), 11, "{p:#?}");
 
         let p = problems("[grants]\ncapabilities = [\"proxy\"]");
-        has(
-            &p,
-            "grants.capabilities",
-            "no [[grants.proxy]] service is listed",
-        );
+        has(&p, "grants.capabilities", "no [[grants.proxy]] service is listed");
     }
 
     #[test]
@@ -2552,10 +2076,7 @@ capabilities = ["lxc"]
         )
         .unwrap();
         let lxc = m.grants.lxc.unwrap();
-        assert_eq!(
-            (lxc.max_cores, lxc.max_memory_mb, lxc.max_disk_gb),
-            (6, 1024, 4)
-        );
+        assert_eq!((lxc.max_cores, lxc.max_memory_mb, lxc.max_disk_gb), (6, 1024, 4));
         assert!(lxc.features.is_empty());
     }
 
@@ -2563,10 +2084,7 @@ capabilities = ["lxc"]
     fn invalid_error_lists_every_problem() {
         let err = with("[limits]\nmemory-mb = 0\ntimeout-secs = 0").unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.starts_with("recipe manifest is invalid (2 problems):"),
-            "{text}"
-        );
+        assert!(text.starts_with("recipe manifest is invalid (2 problems):"), "{text}");
         assert!(text.contains("\n  - limits.memory-mb: "), "{text}");
         assert!(text.contains("\n  - limits.timeout-secs: "), "{text}");
     }
@@ -2577,8 +2095,7 @@ capabilities = ["lxc"]
     impl TempDir {
         fn new(tag: &str) -> TempDir {
             let n: u64 = rand::random();
-            let dir = std::env::temp_dir()
-                .join(format!("manifest-test-{tag}-{}-{n:x}", std::process::id()));
+            let dir = std::env::temp_dir().join(format!("manifest-test-{tag}-{}-{n:x}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
         }
@@ -2605,10 +2122,7 @@ capabilities = ["lxc"]
         match Manifest::load(&dir.0) {
             Err(ManifestError::Invalid { path, problems }) => {
                 assert_eq!(path.as_deref(), Some(file.as_path()));
-                assert_eq!(
-                    problems,
-                    vec!["recipe.icon: file `icon.svg` not found in the recipe directory"]
-                );
+                assert_eq!(problems, vec!["recipe.icon: file `icon.svg` not found in the recipe directory"]);
             }
             other => panic!("{other:?}"),
         }
@@ -2619,17 +2133,11 @@ capabilities = ["lxc"]
         let err = Manifest::load(&dir.0).unwrap_err();
         assert!(matches!(&err, ManifestError::Toml { path: Some(p), .. } if *p == file));
         let text = err.to_string();
-        assert!(
-            text.starts_with(&file.display().to_string()) && text.contains("line 1"),
-            "{text}"
-        );
+        assert!(text.starts_with(&file.display().to_string()) && text.contains("line 1"), "{text}");
 
         std::fs::write(&file, format!("{MINIMAL}\n[limits]\nmemory-mb = 0")).unwrap();
         let text = Manifest::load(&dir.0).unwrap_err().to_string();
-        assert!(
-            text.starts_with(&format!("{} is invalid (1 problem):", file.display())),
-            "{text}"
-        );
+        assert!(text.starts_with(&format!("{} is invalid (1 problem):", file.display())), "{text}");
     }
 
     // ---- resolve_params -------------------------------------------------
@@ -2637,30 +2145,14 @@ capabilities = ["lxc"]
     #[test]
     fn resolve_fills_defaults_in_manifest_order() {
         let m = full();
-        let r = m
-            .resolve_params(&given(&[("domain", "example.org")]))
-            .unwrap();
+        let r = m.resolve_params(&given(&[("domain", "example.org")])).unwrap();
         let names: Vec<_> = r.values.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "greeting",
-                "admin-password",
-                "port",
-                "tls",
-                "flavour",
-                "domain"
-            ],
-            "comment has no value"
-        );
+        assert_eq!(names, ["greeting", "admin-password", "port", "tls", "flavour", "domain"], "comment has no value");
         assert_eq!(r.get("greeting"), Some(&ParamValue::Text("Hello".into())));
         assert_eq!(r.get("port"), Some(&ParamValue::Integer(8080)));
         assert_eq!(r.get("tls"), Some(&ParamValue::Boolean(false)));
         assert_eq!(r.get("flavour"), Some(&ParamValue::Text("light".into())));
-        assert_eq!(
-            r.get("domain"),
-            Some(&ParamValue::Text("example.org".into()))
-        );
+        assert_eq!(r.get("domain"), Some(&ParamValue::Text("example.org".into())));
         assert_eq!(r.get("comment"), None);
         assert_eq!(r.secret_names, ["admin-password".to_string()].into());
         assert_eq!(r.generated, ["admin-password".to_string()].into());
@@ -2681,10 +2173,7 @@ capabilities = ["lxc"]
             ]))
             .unwrap();
         assert_eq!(r.get("greeting").unwrap().as_str(), Some("Hi there"));
-        assert_eq!(
-            r.get("admin-password").unwrap().as_str(),
-            Some("correct horse battery")
-        );
+        assert_eq!(r.get("admin-password").unwrap().as_str(), Some("correct horse battery"));
         assert_eq!(r.get("port").unwrap().as_i64(), Some(443));
         assert_eq!(r.get("tls").unwrap().as_bool(), Some(true));
         assert_eq!(r.get("flavour").unwrap().as_str(), Some("full"));
@@ -2695,7 +2184,9 @@ capabilities = ["lxc"]
 
     #[test]
     fn booleans_and_integers_parse() {
-        let m = params("[[parameters]]\nname = \"b\"\ntype = \"boolean\"\n[[parameters]]\nname = \"i\"\ntype = \"integer\"");
+        let m = params(
+            "[[parameters]]\nname = \"b\"\ntype = \"boolean\"\n[[parameters]]\nname = \"i\"\ntype = \"integer\"",
+        );
         for (raw, want) in [
             ("true", true),
             ("false", false),
@@ -2714,12 +2205,7 @@ capabilities = ["lxc"]
             assert_eq!(e.0.len(), 1);
             assert!(e.0[0].message.starts_with("must be true or false"), "{e}");
         }
-        for (raw, want) in [
-            ("-5", -5),
-            ("+7", 7),
-            ("9223372036854775807", i64::MAX),
-            ("0", 0),
-        ] {
+        for (raw, want) in [("-5", -5), ("+7", 7), ("9223372036854775807", i64::MAX), ("0", 0)] {
             let r = m.resolve_params(&given(&[("i", raw)])).unwrap();
             assert_eq!(r.get("i"), Some(&ParamValue::Integer(want)), "{raw}");
         }
@@ -2742,23 +2228,11 @@ capabilities = ["lxc"]
             assert!(e.to_string().contains(needle), "{name}={raw}: {e}");
         };
         case("greeting", "", "at least 1 characters long (got 0)");
-        case(
-            "greeting",
-            &"x".repeat(21),
-            "at most 20 characters long (got 21)",
-        );
-        case(
-            "greeting",
-            "<b>",
-            "\"<b>\" does not match the pattern `^[^<>]*$`",
-        );
+        case("greeting", &"x".repeat(21), "at most 20 characters long (got 21)");
+        case("greeting", "<b>", "\"<b>\" does not match the pattern `^[^<>]*$`");
         case("port", "0", "at least 1 (got 0)");
         case("port", "70000", "at most 65535 (got 70000)");
-        case(
-            "flavour",
-            "Light",
-            "must be one of: light, full (got \"Light\")",
-        );
+        case("flavour", "Light", "must be one of: light, full (got \"Light\")");
         // Characters, not bytes.
         let r = m.resolve_params(&given(&[("domain", "d"), ("greeting", &"é".repeat(20))]));
         assert!(r.is_ok());
@@ -2768,25 +2242,11 @@ capabilities = ["lxc"]
     fn unknown_missing_and_many_errors_at_once() {
         let m = full();
         let e = m
-            .resolve_params(&given(&[
-                ("greting", "x"),
-                ("port", "abc"),
-                ("flavour", "huge"),
-                ("tls", "perhaps"),
-            ]))
+            .resolve_params(&given(&[("greting", "x"), ("port", "abc"), ("flavour", "huge"), ("tls", "perhaps")]))
             .unwrap_err();
         let names: Vec<_> = e.0.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["greting", "port", "tls", "flavour", "domain"],
-            "{e}"
-        );
-        assert!(
-            e.0[0]
-                .message
-                .starts_with("unknown parameter (known: greeting, admin-password,"),
-            "{e}"
-        );
+        assert_eq!(names, ["greting", "port", "tls", "flavour", "domain"], "{e}");
+        assert!(e.0[0].message.starts_with("unknown parameter (known: greeting, admin-password,"), "{e}");
         assert_eq!(e.0[4].message, "is required");
         let text = e.to_string();
         assert_eq!(text.lines().count(), 5, "{text}");
@@ -2794,15 +2254,8 @@ capabilities = ["lxc"]
 
         let none = with("").unwrap();
         let e = none.resolve_params(&given(&[("x", "1")])).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "x: unknown parameter (this recipe takes none)"
-        );
-        assert!(none
-            .resolve_params(&BTreeMap::new())
-            .unwrap()
-            .values
-            .is_empty());
+        assert_eq!(e.to_string(), "x: unknown parameter (this recipe takes none)");
+        assert!(none.resolve_params(&BTreeMap::new()).unwrap().values.is_empty());
     }
 
     #[test]
@@ -2829,32 +2282,17 @@ type = "secret"
         let b = one.get("b").unwrap().as_str().unwrap();
         assert_eq!(a.len(), 32);
         assert_eq!(b.len(), 100);
-        assert!(
-            a.chars()
-                .chain(b.chars())
-                .all(|c| c.is_ascii_alphanumeric()),
-            "{a} {b}"
-        );
+        assert!(a.chars().chain(b.chars()).all(|c| c.is_ascii_alphanumeric()), "{a} {b}");
         assert_ne!(a, b);
         assert_ne!(a, two.get("a").unwrap().as_str().unwrap());
         assert_ne!(b, two.get("b").unwrap().as_str().unwrap());
         assert_eq!(one.get("c"), None, "not generated, not given: absent");
         assert_eq!(one.generated, ["a".to_string(), "b".to_string()].into());
-        assert_eq!(
-            one.secret_names,
-            ["a".to_string(), "b".to_string(), "c".to_string()].into()
-        );
+        assert_eq!(one.secret_names, ["a".to_string(), "b".to_string(), "c".to_string()].into());
         // Over many draws, the charset covers upper, lower and digits.
         let mut all = String::new();
         for _ in 0..20 {
-            all.push_str(
-                m.resolve_params(&BTreeMap::new())
-                    .unwrap()
-                    .get("b")
-                    .unwrap()
-                    .as_str()
-                    .unwrap(),
-            );
+            all.push_str(m.resolve_params(&BTreeMap::new()).unwrap().get("b").unwrap().as_str().unwrap());
         }
         assert!(all.chars().any(|c| c.is_ascii_uppercase()));
         assert!(all.chars().any(|c| c.is_ascii_lowercase()));
@@ -2884,19 +2322,12 @@ type = "integer"
 default = 3
 "#,
         );
-        let r = m
-            .resolve_params(&given(&[("password", "correct horse battery staple")]))
-            .unwrap_err();
+        let r = m.resolve_params(&given(&[("password", "correct horse battery staple")])).unwrap_err();
         let text = r.to_string();
         assert!(!text.contains("correct horse"), "{text}");
         assert_eq!(text, "password: must be at least 30 characters long");
-        let e = m
-            .resolve_params(&given(&[("password", "Correct-Horse-Battery-Staple-0123")]))
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "password: does not match the pattern `^[a-z ]+$`"
-        );
+        let e = m.resolve_params(&given(&[("password", "Correct-Horse-Battery-Staple-0123")])).unwrap_err();
+        assert_eq!(e.to_string(), "password: does not match the pattern `^[a-z ]+$`");
 
         let pw = "correct horse battery staple ok";
         let r = m.resolve_params(&given(&[("password", pw)])).unwrap();
@@ -2910,10 +2341,7 @@ default = 3
             assert!(shown.contains(REDACTED), "{shown}");
             assert!(shown.contains("admin"), "{shown}");
         }
-        assert_eq!(
-            display,
-            "user = \"admin\"\npassword = <redacted>\ntoken = <redacted> (generated)\nn = 3"
-        );
+        assert_eq!(display, "user = \"admin\"\npassword = <redacted>\ntoken = <redacted> (generated)\nn = 3");
         assert_eq!(
             r.redacted(),
             vec![
@@ -2931,15 +2359,7 @@ default = 3
     fn resources_default_and_bounds() {
         let m = full();
         let r = m.resolve_resources(&ResourceOverrides::default()).unwrap();
-        assert_eq!(
-            r,
-            ResolvedResources {
-                cores: 1,
-                memory_mb: 512,
-                swap_mb: 512,
-                disk_gb: 4
-            }
-        );
+        assert_eq!(r, ResolvedResources { cores: 1, memory_mb: 512, swap_mb: 512, disk_gb: 4 });
 
         let r = m
             .resolve_resources(&ResourceOverrides {
@@ -2949,15 +2369,7 @@ default = 3
                 disk_gb: Some(2),
             })
             .unwrap();
-        assert_eq!(
-            r,
-            ResolvedResources {
-                cores: 4,
-                memory_mb: 2048,
-                swap_mb: 100_000,
-                disk_gb: 2
-            }
-        );
+        assert_eq!(r, ResolvedResources { cores: 4, memory_mb: 2048, swap_mb: 100_000, disk_gb: 2 });
 
         let e = m
             .resolve_resources(&ResourceOverrides {
@@ -2972,12 +2384,7 @@ default = 3
             "cores: 5 is above the maximum 4\nmemory-mb: 64 is below the minimum 128\ndisk-gb: 5 is above the maximum 4"
         );
         // memory has no `max`: the [grants.lxc] bound applies.
-        let e = m
-            .resolve_resources(&ResourceOverrides {
-                memory_mb: Some(4096),
-                ..Default::default()
-            })
-            .unwrap_err();
+        let e = m.resolve_resources(&ResourceOverrides { memory_mb: Some(4096), ..Default::default() }).unwrap_err();
         assert_eq!(e.to_string(), "memory-mb: 4096 is above the maximum 2048");
         let b = m.resource_bounds();
         assert_eq!(b.cores.max, Some(4));
@@ -2988,24 +2395,13 @@ default = 3
         // No lxc grant and no max: unbounded by the manifest.
         let m = with("[resources]\nswap-mb = { min = 0, default = 0, max = 1024 }").unwrap();
         let r = m
-            .resolve_resources(&ResourceOverrides {
-                cores: Some(64),
-                memory_mb: Some(65536),
-                ..Default::default()
-            })
+            .resolve_resources(&ResourceOverrides { cores: Some(64), memory_mb: Some(65536), ..Default::default() })
             .unwrap();
         assert_eq!((r.cores, r.memory_mb), (64, 65536));
         let e = m
-            .resolve_resources(&ResourceOverrides {
-                swap_mb: Some(2048),
-                cores: Some(0),
-                ..Default::default()
-            })
+            .resolve_resources(&ResourceOverrides { swap_mb: Some(2048), cores: Some(0), ..Default::default() })
             .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cores: 0 is below the minimum 1\nswap-mb: 2048 is above the maximum 1024"
-        );
+        assert_eq!(e.to_string(), "cores: 0 is below the minimum 1\nswap-mb: 2048 is above the maximum 1024");
     }
 
     // ---- grants -----------------------------------------------------------
@@ -3018,10 +2414,7 @@ default = 3
         }
         assert_eq!(Capability::Lxc.to_string(), "lxc");
         let e = "shell".parse::<Capability>().unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown capability `shell` (known: lxc, exec, files, proxy, probe, progress)"
-        );
+        assert_eq!(e.to_string(), "unknown capability `shell` (known: lxc, exec, files, proxy, probe, progress)");
         for f in LxcFeature::ALL {
             assert_eq!(f.as_str().parse::<LxcFeature>().unwrap(), f);
         }
@@ -3045,13 +2438,7 @@ default = 3
         let g = Grants::default();
         assert!(g.allows(Capability::Progress));
         assert!(g.require(Capability::Progress).is_ok());
-        for c in [
-            Capability::Lxc,
-            Capability::Exec,
-            Capability::Files,
-            Capability::Probe,
-            Capability::Proxy,
-        ] {
+        for c in [Capability::Lxc, Capability::Exec, Capability::Files, Capability::Probe, Capability::Proxy] {
             assert!(!g.allows(c));
             let d = g.require(c).unwrap_err();
             assert_eq!(d.grant, format!("capabilities.{c}"));
@@ -3069,64 +2456,26 @@ default = 3
     #[test]
     fn check_container_bounds_and_features() {
         let g = full().grants;
-        let ok = ContainerRequest {
-            cores: 4,
-            memory_mb: 2048,
-            disk_gb: 4,
-            nesting: true,
-            keyctl: true,
-            fuse: false,
-        };
+        let ok = ContainerRequest { cores: 4, memory_mb: 2048, disk_gb: 4, nesting: true, keyctl: true, fuse: false };
         assert!(g.check_container(&ok).is_ok());
         assert!(g
-            .check_container(&ContainerRequest {
-                cores: 1,
-                memory_mb: 128,
-                disk_gb: 1,
-                ..Default::default()
-            })
+            .check_container(&ContainerRequest { cores: 1, memory_mb: 128, disk_gb: 1, ..Default::default() })
             .is_ok());
 
-        let d = g
-            .check_container(&ContainerRequest { cores: 64, ..ok })
-            .unwrap_err();
+        let d = g.check_container(&ContainerRequest { cores: 64, ..ok }).unwrap_err();
         assert_eq!(d.grant, "lxc.max-cores");
-        assert_eq!(
-            d.to_string(),
-            "create-lxc asks for 64 cores but [grants.lxc] max-cores is 4"
-        );
-        let d = g
-            .check_container(&ContainerRequest {
-                memory_mb: 4096,
-                ..ok
-            })
-            .unwrap_err();
+        assert_eq!(d.to_string(), "create-lxc asks for 64 cores but [grants.lxc] max-cores is 4");
+        let d = g.check_container(&ContainerRequest { memory_mb: 4096, ..ok }).unwrap_err();
         assert_eq!(d.grant, "lxc.max-memory-mb");
-        assert_eq!(
-            d.message,
-            "create-lxc asks for 4096 MB of memory but [grants.lxc] max-memory-mb is 2048"
-        );
-        let d = g
-            .check_container(&ContainerRequest { disk_gb: 100, ..ok })
-            .unwrap_err();
+        assert_eq!(d.message, "create-lxc asks for 4096 MB of memory but [grants.lxc] max-memory-mb is 2048");
+        let d = g.check_container(&ContainerRequest { disk_gb: 100, ..ok }).unwrap_err();
         assert_eq!(d.grant, "lxc.max-disk-gb");
-        assert_eq!(
-            d.message,
-            "create-lxc asks for 100 GB of disk but [grants.lxc] max-disk-gb is 4"
-        );
-        let d = g
-            .check_container(&ContainerRequest { fuse: true, ..ok })
-            .unwrap_err();
+        assert_eq!(d.message, "create-lxc asks for 100 GB of disk but [grants.lxc] max-disk-gb is 4");
+        let d = g.check_container(&ContainerRequest { fuse: true, ..ok }).unwrap_err();
         assert_eq!(d.grant, "lxc.features.fuse");
         assert_eq!(d.message, "feature `fuse` is not in [grants.lxc] features");
 
-        let d = g
-            .check_container(&ContainerRequest {
-                cores: 5,
-                fuse: true,
-                ..ok
-            })
-            .unwrap_err();
+        let d = g.check_container(&ContainerRequest { cores: 5, fuse: true, ..ok }).unwrap_err();
         assert_eq!(d.grant, "lxc.max-cores, lxc.features.fuse");
         assert_eq!(
             d.message,
@@ -3141,47 +2490,24 @@ default = 3
             keyctl: true,
             ..Default::default()
         });
-        assert_eq!(
-            d.unwrap_err().message,
-            "feature `keyctl` is not in [grants.lxc] features"
-        );
-        let d = m.grants.check_container(&ContainerRequest {
-            cores: 2,
-            memory_mb: 512,
-            disk_gb: 4,
-            ..Default::default()
-        });
-        assert_eq!(
-            d.unwrap_err().message,
-            "create-lxc asks for 2 cores but [grants.lxc] max-cores is 1"
-        );
+        assert_eq!(d.unwrap_err().message, "feature `keyctl` is not in [grants.lxc] features");
+        let d =
+            m.grants.check_container(&ContainerRequest { cores: 2, memory_mb: 512, disk_gb: 4, ..Default::default() });
+        assert_eq!(d.unwrap_err().message, "create-lxc asks for 2 cores but [grants.lxc] max-cores is 1");
 
-        let d = Grants::default()
-            .check_container(&ContainerRequest::default())
-            .unwrap_err();
+        let d = Grants::default().check_container(&ContainerRequest::default()).unwrap_err();
         assert_eq!(d.grant, "capabilities.lxc");
-        assert_eq!(
-            d.message,
-            "capability `lxc` is not granted (add \"lxc\" to [grants] capabilities)"
-        );
+        assert_eq!(d.message, "capability `lxc` is not granted (add \"lxc\" to [grants] capabilities)");
 
-        let inconsistent = Grants {
-            capabilities: [Capability::Lxc].into(),
-            lxc: None,
-            proxy: vec![],
-        };
-        let d = inconsistent
-            .check_container(&ContainerRequest::default())
-            .unwrap_err();
+        let inconsistent = Grants { capabilities: [Capability::Lxc].into(), lxc: None, proxy: vec![] };
+        let d = inconsistent.check_container(&ContainerRequest::default()).unwrap_err();
         assert_eq!(d.grant, "lxc");
     }
 
     #[test]
     fn check_proxy_matches_service_and_exact_command() {
         let g = full().grants;
-        assert!(g
-            .check_proxy("nextcloud-proxy", "php occ files:scan")
-            .is_ok());
+        assert!(g.check_proxy("nextcloud-proxy", "php occ files:scan").is_ok());
         assert!(g.check_proxy("nextcloud-proxy", "php occ status").is_ok());
         for (service, command) in [
             ("nextcloud-proxy", "php occ files:scan --all"),
@@ -3191,14 +2517,9 @@ default = 3
         ] {
             let d = g.check_proxy(service, command).unwrap_err();
             assert_eq!(d.grant, format!("proxy.{service}"));
-            assert_eq!(
-                d.message,
-                format!("proxy service `{service}` command `{command}` is not in [[grants.proxy]]")
-            );
+            assert_eq!(d.message, format!("proxy service `{service}` command `{command}` is not in [[grants.proxy]]"));
         }
-        let d = Grants::default()
-            .check_proxy("nextcloud-proxy", "php occ status")
-            .unwrap_err();
+        let d = Grants::default().check_proxy("nextcloud-proxy", "php occ status").unwrap_err();
         assert_eq!(d.grant, "capabilities.proxy");
         assert!(d.message.starts_with("capability `proxy` is not granted"));
     }
@@ -3216,9 +2537,6 @@ default = 3
             ]
         );
         let m = with("[grants]\ncapabilities = [\"lxc\", \"progress\"]").unwrap();
-        assert_eq!(
-            m.summary_lines(),
-            vec!["creates containers (up to 1 core, 512 MB memory, 4 GB disk)"]
-        );
+        assert_eq!(m.summary_lines(), vec!["creates containers (up to 1 core, 512 MB memory, 4 GB disk)"]);
     }
 }

@@ -12,10 +12,20 @@ use crate::backend::{ContainerSpec, HttpProbe};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum PlanStep {
-    CreateLxc { id: String, node: String, spec: ContainerSpec },
-    Start { id: String },
-    Stop { id: String },
-    Destroy { id: String },
+    CreateLxc {
+        id: String,
+        node: String,
+        spec: ContainerSpec,
+    },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Destroy {
+        id: String,
+    },
     Exec {
         id: String,
         argv: Vec<String>,
@@ -41,10 +51,26 @@ pub enum PlanStep {
         #[serde(skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
-    ReadFile { id: String, path: String, found: bool },
-    WaitTcp { id: String, port: u16 },
-    WaitHttp { id: String, probe: HttpProbe, status: Option<u16> },
-    ProxyExec { service: String, command: String, args: Vec<String>, status: i32 },
+    ReadFile {
+        id: String,
+        path: String,
+        found: bool,
+    },
+    WaitTcp {
+        id: String,
+        port: u16,
+    },
+    WaitHttp {
+        id: String,
+        probe: HttpProbe,
+        status: Option<u16>,
+    },
+    ProxyExec {
+        service: String,
+        command: String,
+        args: Vec<String>,
+        status: i32,
+    },
 }
 
 /// Files larger than this are summarised by size and digest only.
@@ -129,7 +155,11 @@ pub fn render(steps: &[PlanStep], show_file_text: bool) -> String {
                     (None, None) => String::new(),
                     (o, g) => format!(" owner={}:{}", o.as_deref().unwrap_or("-"), g.as_deref().unwrap_or("-")),
                 };
-                let r = writeln!(out, "{n:>3}. write-file {id}: {path} mode={mode:o}{owner} {size} bytes sha256={}", &sha256[..12]);
+                let r = writeln!(
+                    out,
+                    "{n:>3}. write-file {id}: {path} mode={mode:o}{owner} {size} bytes sha256={}",
+                    &sha256[..12]
+                );
                 if let (true, Some(text)) = (show_file_text, text) {
                     for line in text.lines() {
                         let _ = writeln!(out, "       | {line}");

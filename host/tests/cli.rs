@@ -104,7 +104,11 @@ fn deploy_without_a_backend_uses_real_lxc_here() {
         .collect();
     // Remove what was made before judging, so a failure leaves nothing behind.
     for id in &containers {
-        let _ = Command::new("lxc-destroy").args(["-f", "-P"]).arg(repo().join("target/lxc-tests")).args(["-n", id]).output();
+        let _ = Command::new("lxc-destroy")
+            .args(["-f", "-P"])
+            .arg(repo().join("target/lxc-tests"))
+            .args(["-n", id])
+            .output();
     }
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stderr.contains("on the lxc backend"), "lxc is the default: {stderr}");

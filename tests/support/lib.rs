@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proximity::backend::{Backend, ContainerRef, NoProxies, ProxyExecutor};
 use proximity::backend::sim::{ExecRule, SimBackend, SimScript};
+use proximity::backend::{Backend, ContainerRef, NoProxies, ProxyExecutor};
 use proximity::catalog::CatalogEntry;
 use proximity::deploy::{prepare, DeployInput, PreparedDeploy};
 use proximity::events::{Event, EventSink};

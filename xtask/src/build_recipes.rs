@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
-use proximity_builder::{
-    build_recipe, ensure_wasm_toolchain, find_recipe_dirs, BuildOptions, BuiltRecipe,
-};
+use proximity_builder::{build_recipe, ensure_wasm_toolchain, find_recipe_dirs, BuildOptions, BuiltRecipe};
 
 /// Where recipes live, relative to the repository root.
 const RECIPE_ROOTS: [&str; 2] = ["recipes", "tests/recipes"];
@@ -20,10 +18,7 @@ pub fn run(root: &Path) -> Result<()> {
     }
 
     let toolchain = ensure_wasm_toolchain()?;
-    println!(
-        "xtask: building {} recipes with {toolchain}",
-        recipe_dirs.len()
-    );
+    println!("xtask: building {} recipes with {toolchain}", recipe_dirs.len());
     let opts = BuildOptions {
         cargo_target_dir: Some(root.join(SHARED_TARGET_DIR)),
         toolchain: Some(toolchain),
@@ -44,12 +39,7 @@ pub fn run(root: &Path) -> Result<()> {
         }
     }
     if !failed.is_empty() {
-        bail!(
-            "{} of {} recipes failed to build: {}",
-            failed.len(),
-            recipe_dirs.len(),
-            failed.join(", ")
-        );
+        bail!("{} of {} recipes failed to build: {}", failed.len(), recipe_dirs.len(), failed.join(", "));
     }
     Ok(())
 }
@@ -67,14 +57,8 @@ fn all_recipe_dirs(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// `nginx  recipes/nginx  rebuilt     20.3 KiB  sha256:1f2e3d4c5b6a`
 fn summary(built: &BuiltRecipe, shown_dir: &str) -> String {
-    let state = if built.rebuilt {
-        "rebuilt"
-    } else {
-        "up to date"
-    };
-    let size = std::fs::metadata(&built.component)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let state = if built.rebuilt { "rebuilt" } else { "up to date" };
+    let size = std::fs::metadata(&built.component).map(|m| m.len()).unwrap_or(0);
     format!(
         "{:<16} {:<28} {:<10} {:>9}  sha256:{}",
         built.id,

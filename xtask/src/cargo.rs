@@ -1,18 +1,14 @@
 //! Running cargo for the workspace, with the user told what runs.
 
-use std::path::Path;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
 /// Runs `cargo <args> <extra>` in `root`, its output going straight to the terminal.
 pub fn run(root: &Path, args: &[&str], extra: &[String]) -> Result<()> {
-    let line: Vec<&str> = args
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-        .collect();
+    let line: Vec<&str> = args.iter().copied().chain(extra.iter().map(String::as_str)).collect();
     let shown = format!("cargo {}", line.join(" "));
     println!("xtask: running `{shown}`");
     let status = Command::new(cargo_program())
@@ -91,8 +87,11 @@ mod tests {
     #[test]
     fn totals_add_up_result_lines_only() {
         let mut totals = TestTotals::default();
-        totals.add_line("test result: ok. 28 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s");
-        totals.add_line("test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.5s");
+        totals
+            .add_line("test result: ok. 28 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        totals.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.5s",
+        );
         totals.add_line("test passed_and_failed ... ok");
         totals.add_line("running 5 tests");
         assert_eq!(totals, TestTotals { passed: 31, failed: 2, ignored: 1 });

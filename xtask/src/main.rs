@@ -52,10 +52,7 @@ fn main() -> ExitCode {
 
 /// The workspace root: xtask lives in `<root>/xtask`.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask sits inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits inside the workspace").to_path_buf()
 }
 
 fn no_args(task: &str, rest: &[String]) -> Result<()> {

@@ -146,13 +146,24 @@ pub trait Backend: Send + Sync + 'static {
     async fn read_file(&self, container: &ContainerRef, path: &str) -> Result<Vec<u8>, BackendError>;
 
     async fn wait_tcp(&self, container: &ContainerRef, port: u16, timeout: Duration) -> Result<(), BackendError>;
-    async fn wait_http(&self, container: &ContainerRef, probe: &HttpProbe, timeout: Duration) -> Result<u16, BackendError>;
+    async fn wait_http(
+        &self,
+        container: &ContainerRef,
+        probe: &HttpProbe,
+        timeout: Duration,
+    ) -> Result<u16, BackendError>;
 }
 
 /// Runs whitelisted commands through a forced-command proxy (`proxy-exec`).
 #[async_trait]
 pub trait ProxyExecutor: Send + Sync + 'static {
-    async fn proxy_exec(&self, service: &str, command: &str, args: &[String], timeout: Duration) -> Result<ExecOutput, BackendError>;
+    async fn proxy_exec(
+        &self,
+        service: &str,
+        command: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, BackendError>;
 }
 
 /// The proxy executor of a host that has no proxies configured.

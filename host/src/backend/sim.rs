@@ -102,7 +102,11 @@ impl ExecRule {
         self
     }
     fn output(&self) -> ExecOutput {
-        ExecOutput { status: self.status, stdout: self.stdout.clone().into_bytes(), stderr: self.stderr.clone().into_bytes() }
+        ExecOutput {
+            status: self.status,
+            stdout: self.stdout.clone().into_bytes(),
+            stderr: self.stderr.clone().into_bytes(),
+        }
     }
 }
 
@@ -317,7 +321,8 @@ impl Backend for SimBackend {
             .min_by_key(|node| cluster.containers.values().filter(|c| c.container.node.as_ref() == Some(*node)).count())
             .cloned()
             .expect("the simulated cluster has nodes");
-        let container = ContainerRef { id: vmid.to_string(), hostname: spec.hostname.clone(), node: Some(node.clone()) };
+        let container =
+            ContainerRef { id: vmid.to_string(), hostname: spec.hostname.clone(), node: Some(node.clone()) };
         let mut files = BTreeMap::new();
         files.insert(
             "/etc/os-release".to_string(),
@@ -412,10 +417,8 @@ impl Backend for SimBackend {
         }
         self.running(container)?;
         self.with_container(container, |c, plan| {
-            let text = std::str::from_utf8(&file.contents)
-                .ok()
-                .filter(|t| t.len() <= MAX_TEXT_SHOWN)
-                .map(str::to_string);
+            let text =
+                std::str::from_utf8(&file.contents).ok().filter(|t| t.len() <= MAX_TEXT_SHOWN).map(str::to_string);
             plan.push(PlanStep::WriteFile {
                 id: c.container.id.clone(),
                 path: file.path.clone(),
@@ -443,7 +446,11 @@ impl Backend for SimBackend {
         self.running(container)?;
         self.with_container(container, |c, plan| {
             let found = c.files.get(path).map(|f| f.contents.clone());
-            plan.push(PlanStep::ReadFile { id: c.container.id.clone(), path: path.to_string(), found: found.is_some() });
+            plan.push(PlanStep::ReadFile {
+                id: c.container.id.clone(),
+                path: path.to_string(),
+                found: found.is_some(),
+            });
             found.ok_or_else(|| BackendError::NotFound(format!("{path}: no such file in container {}", c.container.id)))
         })
     }
@@ -461,7 +468,12 @@ impl Backend for SimBackend {
         })
     }
 
-    async fn wait_http(&self, container: &ContainerRef, probe: &HttpProbe, timeout: Duration) -> Result<u16, BackendError> {
+    async fn wait_http(
+        &self,
+        container: &ContainerRef,
+        probe: &HttpProbe,
+        timeout: Duration,
+    ) -> Result<u16, BackendError> {
         self.running(container)?;
         let status = (!self.script.closed_ports.contains(&probe.port)).then(|| self.script.http_status.unwrap_or(200));
         self.with_container(container, |c, plan| {
@@ -489,7 +501,13 @@ impl Backend for SimBackend {
 
 #[async_trait]
 impl ProxyExecutor for SimBackend {
-    async fn proxy_exec(&self, service: &str, command: &str, args: &[String], _timeout: Duration) -> Result<ExecOutput, BackendError> {
+    async fn proxy_exec(
+        &self,
+        service: &str,
+        command: &str,
+        args: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutput, BackendError> {
         let mut argv: Vec<String> = command.split_whitespace().map(str::to_string).collect();
         argv.extend(args.iter().cloned());
         let output = self.script.rule_for(&argv).map(ExecRule::output).unwrap_or_default();

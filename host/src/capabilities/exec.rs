@@ -31,7 +31,11 @@ impl exec::Host for RunState {
             timeout: run.call_timeout(options.timeout_ms),
         };
         let output = run.bounded(run.backend.exec(&container, &request)).await?;
-        Ok(exec::ExecOutput { status: output.status, stdout: keep_tail(output.stdout), stderr: keep_tail(output.stderr) })
+        Ok(exec::ExecOutput {
+            status: output.status,
+            stdout: keep_tail(output.stdout),
+            stderr: keep_tail(output.stderr),
+        })
     }
 }
 

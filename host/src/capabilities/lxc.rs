@@ -97,12 +97,17 @@ fn container_spec(spec: lxc::LxcSpec, app_id: &str) -> Result<ContainerSpec, Cap
     let template_ok = !spec.os_template.is_empty()
         && spec.os_template.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
     if !template_ok {
-        return Err(CapabilityError::invalid_input(format!("os-template `{}` is not a template name", spec.os_template)));
+        return Err(CapabilityError::invalid_input(format!(
+            "os-template `{}` is not a template name",
+            spec.os_template
+        )));
     }
     let mut tags = vec![PROXIMITY_TAG.to_string(), format!("app-{app_id}")];
     for tag in spec.tags {
         if tag.is_empty() || !tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(CapabilityError::invalid_input(format!("tag `{tag}` may only hold letters, digits, `-`, `_` and `.`")));
+            return Err(CapabilityError::invalid_input(format!(
+                "tag `{tag}` may only hold letters, digits, `-`, `_` and `.`"
+            )));
         }
         if !tags.contains(&tag) {
             tags.push(tag);

@@ -10,7 +10,12 @@ use crate::bindings::probe;
 use crate::manifest::Capability;
 
 impl probe::Host for RunState {
-    async fn wait_tcp(&mut self, handle: Resource<ContainerHandle>, port: u16, timeout_ms: u32) -> Result<(), CapabilityError> {
+    async fn wait_tcp(
+        &mut self,
+        handle: Resource<ContainerHandle>,
+        port: u16,
+        timeout_ms: u32,
+    ) -> Result<(), CapabilityError> {
         let run = self.run.clone();
         run.require(Capability::Probe)?;
         let container = self.container(&handle)?;
@@ -30,7 +35,9 @@ impl probe::Host for RunState {
         run.require(Capability::Probe)?;
         let container = self.container(&handle)?;
         if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
-            return Err(CapabilityError::invalid_input(format!("probe path {path:?} must start with `/` and hold no spaces")));
+            return Err(CapabilityError::invalid_input(format!(
+                "probe path {path:?} must start with `/` and hold no spaces"
+            )));
         }
         let probe = HttpProbe { port, path, expect_status };
         let timeout: Duration = run.call_timeout(Some(timeout_ms));

@@ -20,6 +20,10 @@ impl proxy::Host for RunState {
         argv.extend(args.iter().cloned());
         check_argv(&argv)?;
         let output = run.bounded(run.proxy.proxy_exec(&service, &command, &args, run.remaining())).await?;
-        Ok(exec::ExecOutput { status: output.status, stdout: keep_tail(output.stdout), stderr: keep_tail(output.stderr) })
+        Ok(exec::ExecOutput {
+            status: output.status,
+            stdout: keep_tail(output.stdout),
+            stderr: keep_tail(output.stderr),
+        })
     }
 }

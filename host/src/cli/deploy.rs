@@ -148,8 +148,12 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     steps.iter_mut().for_each(|step| step.redact(&|text| redactor.redact(text)));
     if args.json {
         let mut report = match &outcome {
-            Ok(ok) => serde_json::json!({ "ok": true, "app_id": prepared.subject.app_id, "outcome": ok, "plan": steps }),
-            Err(err) => serde_json::json!({ "ok": false, "app_id": prepared.subject.app_id, "error": err, "message": err.to_string(), "plan": steps }),
+            Ok(ok) => {
+                serde_json::json!({ "ok": true, "app_id": prepared.subject.app_id, "outcome": ok, "plan": steps })
+            }
+            Err(err) => {
+                serde_json::json!({ "ok": false, "app_id": prepared.subject.app_id, "error": err, "message": err.to_string(), "plan": steps })
+            }
         };
         // The plan is the simulator's record; a real backend has none.
         if !simulated {

@@ -39,7 +39,10 @@ pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
         }
         RecipeCommand::Build { dir, cargo_target_dir } => {
             let built = tokio::task::spawn_blocking(move || {
-                proximity_builder::build_recipe(&dir, &proximity_builder::BuildOptions { cargo_target_dir, ..Default::default() })
+                proximity_builder::build_recipe(
+                    &dir,
+                    &proximity_builder::BuildOptions { cargo_target_dir, ..Default::default() },
+                )
             })
             .await??;
             println!(
@@ -72,7 +75,12 @@ fn inspect(entry: &CatalogEntry, json: bool) -> Result<()> {
     let component = entry.component_path();
     if component.is_file() {
         let bytes = std::fs::read(&component)?;
-        println!("  component: {} ({} bytes, sha256 {})", component.display(), bytes.len(), crate::runtime::cache::sha256_hex(&bytes));
+        println!(
+            "  component: {} ({} bytes, sha256 {})",
+            component.display(),
+            bytes.len(),
+            crate::runtime::cache::sha256_hex(&bytes)
+        );
     } else {
         println!("  component: not built yet (proximity recipe build {})", entry.dir.display());
     }

@@ -222,7 +222,8 @@ impl Runtime {
 
     /// Load a component file, compiling it or taking it from the cache.
     pub async fn load(&self, path: &Path) -> Result<Arc<LoadedRecipe>> {
-        let bytes = tokio::fs::read(path).await.with_context(|| format!("reading recipe component {}", path.display()))?;
+        let bytes =
+            tokio::fs::read(path).await.with_context(|| format!("reading recipe component {}", path.display()))?;
         self.load_bytes(bytes).await.with_context(|| format!("loading {}", path.display()))
     }
 
@@ -304,13 +305,19 @@ impl Runtime {
         let bound = run.deadline + Duration::from_secs(1);
         let outcome = tokio::time::timeout_at(bound, async {
             Ok::<_, wasmtime::Error>(match action {
-                Action::Install => lifecycle.call_install(&mut store, ctx).await?.map(|app| ActionResult::Installed { app }),
-                Action::Uninstall => lifecycle.call_uninstall(&mut store, ctx).await?.map(|()| ActionResult::Uninstalled),
+                Action::Install => {
+                    lifecycle.call_install(&mut store, ctx).await?.map(|app| ActionResult::Installed { app })
+                }
+                Action::Uninstall => {
+                    lifecycle.call_uninstall(&mut store, ctx).await?.map(|()| ActionResult::Uninstalled)
+                }
                 Action::Upgrade { from_version } => lifecycle
                     .call_upgrade(&mut store, ctx, from_version)
                     .await?
                     .map(|app| ActionResult::Upgraded { app }),
-                Action::Health => lifecycle.call_health(&mut store, ctx).await?.map(|report| ActionResult::Health { report }),
+                Action::Health => {
+                    lifecycle.call_health(&mut store, ctx).await?.map(|report| ActionResult::Health { report })
+                }
             })
         })
         .await;

@@ -29,17 +29,13 @@ impl Recipe for Nginx {
         progress::step("Writing the site");
         let index = template::render(
             INDEX_TEMPLATE,
-            &[
-                ("greeting", &html_escape(greeting)),
-                ("app-id", &html_escape(ctx.app_id())),
-            ],
+            &[("greeting", &html_escape(greeting)), ("app-id", &html_escape(ctx.app_id()))],
         )?;
         c.write_file(INDEX_PATH, index, 0o644)?;
         c.write_file(SITE_CONFIG_PATH, SITE_CONFIG, 0o644)?;
 
         progress::step("Starting nginx");
-        c.run(&["nginx", "-t"])
-            .context("checking the nginx configuration")?;
+        c.run(&["nginx", "-t"]).context("checking the nginx configuration")?;
         c.run(&["systemctl", "enable", "nginx"])?;
         // The package already started nginx with its own default site.
         c.run(&["systemctl", "reload-or-restart", "nginx"])?;
@@ -49,20 +45,13 @@ impl Recipe for Nginx {
         c.wait_http(HTTP_PORT, "/", Some(200), START_TIMEOUT)?;
 
         let address = c.address()?;
-        Ok(AppInfo::new()
-            .with_url(format!("http://{address}/"))
-            .with_address(address)
-            .with_port(HTTP_PORT))
+        Ok(AppInfo::new().with_url(format!("http://{address}/")).with_address(address).with_port(HTTP_PORT))
     }
 
     fn health(_ctx: &Context) -> Result<HealthReport> {
         let c = app_container()?;
         let probe = c.wait_http(HTTP_PORT, "/", Some(200), HEALTH_TIMEOUT);
-        Ok(HealthReport::from_checks(vec![HealthCheck::from_result(
-            "http",
-            &probe,
-            "GET / answered 200",
-        )]))
+        Ok(HealthReport::from_checks(vec![HealthCheck::from_result("http", &probe, "GET / answered 200")]))
     }
 }
 

@@ -25,10 +25,8 @@ impl Recipe for Redis {
         c.install_packages(&["redis-server"])?;
 
         progress::step("Configuring Redis");
-        let config = template::render(
-            CONFIG_TEMPLATE,
-            &[("password", password), ("maxmemory-mb", &maxmemory_mb.to_string())],
-        )?;
+        let config =
+            template::render(CONFIG_TEMPLATE, &[("password", password), ("maxmemory-mb", &maxmemory_mb.to_string())])?;
         // The file holds the password: readable by the redis user only.
         c.write_file_with(
             CONFIG_PATH,
@@ -43,10 +41,7 @@ impl Recipe for Redis {
         ping(&c, password)?;
 
         let address = c.address()?;
-        Ok(AppInfo::new()
-            .with_url(format!("redis://{address}:{PORT}"))
-            .with_address(address)
-            .with_port(PORT))
+        Ok(AppInfo::new().with_url(format!("redis://{address}:{PORT}")).with_address(address).with_port(PORT))
     }
 
     fn health(ctx: &Context) -> Result<HealthReport> {

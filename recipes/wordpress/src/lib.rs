@@ -62,11 +62,7 @@ impl Recipe for WordPress {
         let compose_file = settings.compose_file()?;
 
         progress::step("Creating container");
-        let c = ContainerSpec::new(ctx, OS_TEMPLATE)
-            .nesting(true)
-            .keyctl(true)
-            .unprivileged(true)
-            .create()?;
+        let c = ContainerSpec::new(ctx, OS_TEMPLATE).nesting(true).keyctl(true).unprivileged(true).create()?;
 
         progress::step("Installing Docker");
         let docker = c.install_docker(settings.docker_install_timeout)?;
@@ -76,24 +72,15 @@ impl Recipe for WordPress {
         compose.write_file(&compose_file)?;
 
         progress::step("Pulling images");
-        compose
-            .pull(settings.pull_timeout)
-            .context("pulling images")?;
+        compose.pull(settings.pull_timeout).context("pulling images")?;
 
         progress::step("Starting WordPress");
-        compose
-            .up(settings.start_timeout)
-            .context("starting the services")?;
+        compose.up(settings.start_timeout).context("starting the services")?;
         compose.wait_running(&SERVICES, RUNNING_CHECKS, RUNNING_CHECK_PAUSE)?;
 
         progress::step("Waiting for WordPress");
         c.wait_port(settings.http_port, settings.start_timeout)?;
-        c.wait_http(
-            settings.http_port,
-            READY_PATH,
-            Some(200),
-            settings.start_timeout,
-        )?;
+        c.wait_http(settings.http_port, READY_PATH, Some(200), settings.start_timeout)?;
 
         let address = c.address()?;
         Ok(AppInfo::new()
@@ -111,9 +98,7 @@ impl Recipe for WordPress {
 
         let services_check = match compose.not_running(&SERVICES, HEALTH_TIMEOUT) {
             Ok(missing) if missing.is_empty() => HealthCheck::pass("services", SERVICES.join(", ")),
-            Ok(missing) => {
-                HealthCheck::fail("services", format!("not running: {}", missing.join(", ")))
-            }
+            Ok(missing) => HealthCheck::fail("services", format!("not running: {}", missing.join(", "))),
             Err(e) => HealthCheck::fail("services", e.to_string()),
         };
 

@@ -18,29 +18,19 @@ pub fn display(cmd: &Command) -> String {
 pub fn run_captured(cmd: &mut Command) -> Result<Output> {
     let output = output_of(cmd)?;
     if !output.status.success() {
-        bail!(
-            "`{}` failed ({}):\n{}",
-            display(cmd),
-            output.status,
-            tail(&String::from_utf8_lossy(&output.stderr), 40)
-        );
+        bail!("`{}` failed ({}):\n{}", display(cmd), output.status, tail(&String::from_utf8_lossy(&output.stderr), 40));
     }
     Ok(output)
 }
 
 /// Runs `cmd` with its output captured, whatever its exit status.
 pub fn output_of(cmd: &mut Command) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("could not run `{}`", display(cmd)))
+    cmd.stdin(Stdio::null()).output().with_context(|| format!("could not run `{}`", display(cmd)))
 }
 
 /// Runs `cmd` with its output going to this process's stdout/stderr.
 pub fn run_inherited(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("could not run `{}`", display(cmd)))?;
+    let status = cmd.stdin(Stdio::null()).status().with_context(|| format!("could not run `{}`", display(cmd)))?;
     if !status.success() {
         bail!("`{}` failed ({status})", display(cmd));
     }

@@ -16,11 +16,7 @@ use sha2::{Digest, Sha256};
 
 /// Identifies what turned core modules into components: a new encoder re-encodes.
 /// Keep the wit-component version in step with the workspace's pin.
-const ENCODER: &str = concat!(
-    "proximity-builder ",
-    env!("CARGO_PKG_VERSION"),
-    ", wit-component 0.263.0"
-);
+const ENCODER: &str = concat!("proximity-builder ", env!("CARGO_PKG_VERSION"), ", wit-component 0.263.0");
 
 /// `<recipe_dir>/target/recipe.wasm`: where a recipe's component lives.
 pub fn component_path(recipe_dir: &Path) -> PathBuf {
@@ -52,36 +48,25 @@ pub struct InstalledComponent {
 /// Makes the component for `core_module` at `component`, unless the one there is
 /// already made from the same core module.
 pub fn install_component(core_module: &Path, component: &Path) -> Result<InstalledComponent> {
-    let core = fs::read(core_module)
-        .with_context(|| format!("could not read the core module {}", core_module.display()))?;
+    let core =
+        fs::read(core_module).with_context(|| format!("could not read the core module {}", core_module.display()))?;
     let core_digest = sha256_hex(&core);
     let stamp_file = stamp_path(component);
 
     if let Some(digest) = up_to_date_digest(&stamp_file, component, &core_digest) {
-        return Ok(InstalledComponent {
-            path: component.to_path_buf(),
-            digest,
-            rebuilt: false,
-        });
+        return Ok(InstalledComponent { path: component.to_path_buf(), digest, rebuilt: false });
     }
 
-    let bytes = encode_component(&core)
-        .with_context(|| format!("{} is not a valid recipe module", core_module.display()))?;
+    let bytes =
+        encode_component(&core).with_context(|| format!("{} is not a valid recipe module", core_module.display()))?;
     let digest = sha256_hex(&bytes);
     write_atomically(component, &bytes)?;
-    let stamp = Stamp {
-        core_module_sha256: core_digest,
-        component_sha256: digest.clone(),
-        encoder: ENCODER.to_string(),
-    };
+    let stamp =
+        Stamp { core_module_sha256: core_digest, component_sha256: digest.clone(), encoder: ENCODER.to_string() };
     // Written after the component: a crash in between leaves a stale stamp, which
     // simply causes one more encode next time.
     write_atomically(&stamp_file, toml::to_string(&stamp)?.as_bytes())?;
-    Ok(InstalledComponent {
-        path: component.to_path_buf(),
-        digest,
-        rebuilt: true,
-    })
+    Ok(InstalledComponent { path: component.to_path_buf(), digest, rebuilt: true })
 }
 
 /// The component's digest, if the stamp shows it was made from `core_digest` by this
@@ -98,10 +83,7 @@ fn up_to_date_digest(stamp_file: &Path, component: &Path, core_digest: &str) -> 
 /// Wraps a core module into a component, using the WIT metadata that wit-bindgen
 /// embedded in it, and validates the result.
 pub fn encode_component(core_module: &[u8]) -> Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(core_module)?
-        .validate(true)
-        .encode()
+    wit_component::ComponentEncoder::default().module(core_module)?.validate(true).encode()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -110,9 +92,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Writes via a temporary file and a rename, so readers never see half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .context("a component path needs a parent directory")?;
+    let dir = path.parent().context("a component path needs a parent directory")?;
     fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
     let file_name = path.file_name().unwrap_or_default().to_string_lossy();
     let temp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
@@ -215,9 +195,6 @@ mod tests {
 
     #[test]
     fn the_stamp_sits_beside_the_component() {
-        assert_eq!(
-            stamp_path(Path::new("/r/target/recipe.wasm")),
-            Path::new("/r/target/recipe.wasm.stamp")
-        );
+        assert_eq!(stamp_path(Path::new("/r/target/recipe.wasm")), Path::new("/r/target/recipe.wasm.stamp"));
     }
 }

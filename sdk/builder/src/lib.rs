@@ -80,12 +80,7 @@ pub fn build_recipe(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuiltRecip
     };
     let installed = component::install_component(&core_module, &component_path(recipe_dir))
         .with_context(|| format!("recipe `{id}`: could not make its component"))?;
-    Ok(BuiltRecipe {
-        id,
-        component: installed.path,
-        digest: installed.digest,
-        rebuilt: installed.rebuilt,
-    })
+    Ok(BuiltRecipe { id, component: installed.path, digest: installed.digest, rebuilt: installed.rebuilt })
 }
 
 fn cargo_target_dir(recipe_dir: &Path, opts: &BuildOptions) -> Result<PathBuf> {

@@ -51,11 +51,7 @@ impl fmt::Display for Toolchain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.route {
             WasmRoute::Rustup => write!(f, "rustup, {}", self.rustc_version),
-            WasmRoute::Debian => write!(
-                f,
-                "Debian rustc-web, {} with -Zbuild-std",
-                self.rustc_version
-            ),
+            WasmRoute::Debian => write!(f, "Debian rustc-web, {} with -Zbuild-std", self.rustc_version),
         }
     }
 }
@@ -74,10 +70,7 @@ impl Toolchain {
                 cmd.env("RUSTC", DEBIAN_RUSTC)
                     // -Zbuild-std is unstable; Debian ships no nightly.
                     .env("RUSTC_BOOTSTRAP", "1")
-                    .env(
-                        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER",
-                        DEBIAN_WASM_LINKER,
-                    )
+                    .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", DEBIAN_WASM_LINKER)
                     .args(["build", "--release", "--target", WASM_TARGET])
                     .arg("-Zbuild-std=std,panic_abort");
             }
@@ -91,17 +84,15 @@ pub fn ensure_wasm_toolchain() -> Result<Toolchain> {
     // One setup at a time in this process: two threads must not both run
     // `rustup target add` or `apt-get install` (the second would find dpkg locked).
     static SETUP: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = SETUP
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _one_at_a_time = SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
 
     match forced_route(std::env::var(TOOLCHAIN_ENV).ok().as_deref())? {
-        Some(WasmRoute::Rustup) => ensure_rustup().with_context(|| {
-            format!("the rustup route ({TOOLCHAIN_ENV}=rustup) cannot build recipes")
-        }),
-        Some(WasmRoute::Debian) => ensure_debian().with_context(|| {
-            format!("the Debian route ({TOOLCHAIN_ENV}=debian) cannot build recipes")
-        }),
+        Some(WasmRoute::Rustup) => {
+            ensure_rustup().with_context(|| format!("the rustup route ({TOOLCHAIN_ENV}=rustup) cannot build recipes"))
+        }
+        Some(WasmRoute::Debian) => {
+            ensure_debian().with_context(|| format!("the Debian route ({TOOLCHAIN_ENV}=debian) cannot build recipes"))
+        }
         None => ensure_rustup().or_else(|rustup_err| {
             eprintln!(
                 "proximity-builder: rustup cannot provide {WASM_TARGET} ({rustup_err:#}); \
@@ -128,28 +119,18 @@ fn forced_route(value: Option<&str>) -> Result<Option<WasmRoute>> {
 }
 
 fn ensure_rustup() -> Result<Toolchain> {
-    let installed = output_of(Command::new("rustup").args(["target", "list", "--installed"]))
-        .context("rustup is not installed")?;
+    let installed =
+        output_of(Command::new("rustup").args(["target", "list", "--installed"])).context("rustup is not installed")?;
     if !installed.status.success() {
-        bail!(
-            "`rustup target list --installed` failed: {}",
-            String::from_utf8_lossy(&installed.stderr).trim()
-        );
+        bail!("`rustup target list --installed` failed: {}", String::from_utf8_lossy(&installed.stderr).trim());
     }
-    let has_target = String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|line| line.trim() == WASM_TARGET);
+    let has_target = String::from_utf8_lossy(&installed.stdout).lines().any(|line| line.trim() == WASM_TARGET);
     if !has_target {
-        eprintln!(
-            "proximity-builder: adding the {WASM_TARGET} target: rustup target add {WASM_TARGET}"
-        );
+        eprintln!("proximity-builder: adding the {WASM_TARGET} target: rustup target add {WASM_TARGET}");
         run_captured(Command::new("rustup").args(["target", "add", WASM_TARGET]))?;
     }
     let rustc_version = rustc_version(Command::new("rustc").arg("--version"))?;
-    Ok(Toolchain {
-        route: WasmRoute::Rustup,
-        rustc_version,
-    })
+    Ok(Toolchain { route: WasmRoute::Rustup, rustc_version })
 }
 
 fn ensure_debian() -> Result<Toolchain> {
@@ -158,8 +139,8 @@ fn ensure_debian() -> Result<Toolchain> {
         install_debian_packages(&missing)?;
     }
     let rustc_version = rustc_version(Command::new(DEBIAN_RUSTC).arg("--version"))?;
-    let (major, minor) = parse_rust_version(&rustc_version)
-        .ok_or_else(|| anyhow!("cannot read a version from `{rustc_version}`"))?;
+    let (major, minor) =
+        parse_rust_version(&rustc_version).ok_or_else(|| anyhow!("cannot read a version from `{rustc_version}`"))?;
     if (major, minor) < MIN_RUST {
         bail!(
             "Debian's rustc-web is {major}.{minor}, older than the {}.{} that the Rust SDK's \
@@ -169,10 +150,7 @@ fn ensure_debian() -> Result<Toolchain> {
             MIN_RUST.1
         );
     }
-    Ok(Toolchain {
-        route: WasmRoute::Debian,
-        rustc_version,
-    })
+    Ok(Toolchain { route: WasmRoute::Debian, rustc_version })
 }
 
 fn missing_debian_packages() -> Result<Vec<&'static str>> {
@@ -180,10 +158,8 @@ fn missing_debian_packages() -> Result<Vec<&'static str>> {
     for package in DEBIAN_PACKAGES {
         let query = output_of(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
             .context("this is not a Debian system (no dpkg-query); use rustup instead")?;
-        let installed = query.status.success()
-            && String::from_utf8_lossy(&query.stdout)
-                .trim_end()
-                .ends_with(" installed");
+        let installed =
+            query.status.success() && String::from_utf8_lossy(&query.stdout).trim_end().ends_with(" installed");
         if !installed {
             missing.push(package);
         }
@@ -196,16 +172,8 @@ fn install_debian_packages(packages: &[&str]) -> Result<()> {
     if !is_root()? {
         bail!("Debian packages {list} are missing; install them with:\n  sudo apt-get install -y {list}");
     }
-    eprintln!(
-        "proximity-builder: installing Debian's Rust toolchain for wasm: apt-get install -y {list}"
-    );
-    let install = || {
-        run_captured(
-            apt_get()
-                .args(["install", "-y", "--no-install-recommends"])
-                .args(packages),
-        )
-    };
+    eprintln!("proximity-builder: installing Debian's Rust toolchain for wasm: apt-get install -y {list}");
+    let install = || run_captured(apt_get().args(["install", "-y", "--no-install-recommends"]).args(packages));
     if install().is_err() {
         // A fresh machine has no package lists yet.
         run_captured(apt_get().arg("update"))?;
@@ -253,24 +221,15 @@ mod tests {
     fn route_comes_from_the_environment_value() {
         assert_eq!(forced_route(None).unwrap(), None);
         assert_eq!(forced_route(Some("")).unwrap(), None);
-        assert_eq!(
-            forced_route(Some("rustup")).unwrap(),
-            Some(WasmRoute::Rustup)
-        );
-        assert_eq!(
-            forced_route(Some("debian")).unwrap(),
-            Some(WasmRoute::Debian)
-        );
+        assert_eq!(forced_route(Some("rustup")).unwrap(), Some(WasmRoute::Rustup));
+        assert_eq!(forced_route(Some("debian")).unwrap(), Some(WasmRoute::Debian));
         let err = forced_route(Some("nix")).unwrap_err().to_string();
         assert!(err.contains("PROXIMITY_WASM_TOOLCHAIN=nix"), "{err}");
     }
 
     #[test]
     fn reads_rustc_versions() {
-        assert_eq!(
-            parse_rust_version("rustc 1.95.0 (59807616e 2026-04-14)"),
-            Some((1, 95))
-        );
+        assert_eq!(parse_rust_version("rustc 1.95.0 (59807616e 2026-04-14)"), Some((1, 95)));
         assert_eq!(
             parse_rust_version("rustc 1.85.0 (4d91de4e4 2025-02-17) (built from a source tarball)"),
             Some((1, 85))
@@ -280,17 +239,11 @@ mod tests {
 
     #[test]
     fn debian_route_builds_std_and_names_the_linker() {
-        let toolchain = Toolchain {
-            route: WasmRoute::Debian,
-            rustc_version: "rustc 1.96.0".into(),
-        };
+        let toolchain = Toolchain { route: WasmRoute::Debian, rustc_version: "rustc 1.96.0".into() };
         let cmd = toolchain.cargo_build();
         assert_eq!(cmd.get_program(), DEBIAN_CARGO);
-        assert!(cmd
-            .get_args()
-            .any(|arg| arg == "-Zbuild-std=std,panic_abort"));
-        assert!(cmd.get_envs().any(|(key, value)| key
-            == "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER"
+        assert!(cmd.get_args().any(|arg| arg == "-Zbuild-std=std,panic_abort"));
+        assert!(cmd.get_envs().any(|(key, value)| key == "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER"
             && value == Some(DEBIAN_WASM_LINKER.as_ref())));
     }
 }

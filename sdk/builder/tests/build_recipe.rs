@@ -9,9 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use proximity_builder::{
-    build_recipe, component_path, find_recipe_dirs, BuildOptions, CargoOutput,
-};
+use proximity_builder::{build_recipe, component_path, find_recipe_dirs, BuildOptions, CargoOutput};
 use sha2::{Digest, Sha256};
 
 fn write(path: &Path, text: &str) {
@@ -31,22 +29,13 @@ fn error_text(result: anyhow::Result<impl std::fmt::Debug>) -> String {
 fn finds_only_direct_subdirectories_with_a_manifest() {
     let root = tempfile::tempdir().unwrap();
     write(&root.path().join("nginx/recipe.toml"), &manifest("nginx"));
-    write(
-        &root.path().join("wordpress/recipe.toml"),
-        &manifest("wordpress"),
-    );
+    write(&root.path().join("wordpress/recipe.toml"), &manifest("wordpress"));
     write(&root.path().join("notes/README.md"), "not a recipe");
-    write(
-        &root.path().join("deep/nested/recipe.toml"),
-        &manifest("nested"),
-    );
+    write(&root.path().join("deep/nested/recipe.toml"), &manifest("nested"));
     write(&root.path().join("recipe.toml"), &manifest("root-itself"));
 
     let found = find_recipe_dirs(root.path()).unwrap();
-    let expected: Vec<PathBuf> = ["nginx", "wordpress"]
-        .iter()
-        .map(|d| root.path().join(d))
-        .collect();
+    let expected: Vec<PathBuf> = ["nginx", "wordpress"].iter().map(|d| root.path().join(d)).collect();
     assert_eq!(found, expected);
 }
 
@@ -63,19 +52,13 @@ fn a_directory_without_recipe_toml_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     write(&dir.path().join("Cargo.toml"), "[package]\nname = \"x\"\n");
     let err = error_text(build_recipe(dir.path(), &BuildOptions::default()));
-    assert!(
-        err.contains("is not a recipe directory: it has no recipe.toml"),
-        "{err}"
-    );
+    assert!(err.contains("is not a recipe directory: it has no recipe.toml"), "{err}");
 }
 
 #[test]
 fn a_manifest_without_an_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        &dir.path().join("recipe.toml"),
-        "[recipe]\nname = \"No id\"\n",
-    );
+    write(&dir.path().join("recipe.toml"), "[recipe]\nname = \"No id\"\n");
     let err = error_text(build_recipe(dir.path(), &BuildOptions::default()));
     assert!(err.contains("has no recipe id"), "{err}");
 }
@@ -86,20 +69,12 @@ fn a_recipe_without_cargo_toml_is_unsupported() {
     write(&dir.path().join("recipe.toml"), &manifest("py-app"));
     write(&dir.path().join("app.py"), "def install(ctx): pass\n");
     let err = error_text(build_recipe(dir.path(), &BuildOptions::default()));
-    assert!(
-        err.contains(
-            "unsupported: no Cargo.toml (Python/JavaScript recipes are not supported yet)"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("unsupported: no Cargo.toml (Python/JavaScript recipes are not supported yet)"), "{err}");
 }
 
 #[test]
 fn the_component_lives_in_the_recipes_target_dir() {
-    assert_eq!(
-        component_path(Path::new("/r/nginx")),
-        Path::new("/r/nginx/target/recipe.wasm")
-    );
+    assert_eq!(component_path(Path::new("/r/nginx")), Path::new("/r/nginx/target/recipe.wasm"));
 }
 
 /// A recipe crate with its own tiny WIT world, so this test does not depend on the SDK.
@@ -169,9 +144,7 @@ fn builds_a_rust_recipe_into_a_component_and_skips_unchanged_ones() {
         wit_component::DecodedWasm::Component(resolve, world) => {
             let exports = &resolve.worlds[world].exports;
             assert!(
-                exports
-                    .keys()
-                    .any(|key| resolve.name_world_key(key) == "greeting"),
+                exports.keys().any(|key| resolve.name_world_key(key) == "greeting"),
                 "the component exports greeting"
             );
         }

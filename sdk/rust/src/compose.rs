@@ -64,11 +64,7 @@ pub struct Compose<'c> {
 
 impl<'c> Compose<'c> {
     pub fn new(container: &'c Container, dir: String, command: ComposeCommand) -> Self {
-        Compose {
-            container,
-            dir,
-            command,
-        }
+        Compose { container, dir, command }
     }
 
     pub fn dir(&self) -> &str {
@@ -87,9 +83,7 @@ impl<'c> Compose<'c> {
     /// Create the project directory and write the compose file, mode 0600
     /// because compose files usually carry passwords.
     pub fn write_file(&self, yaml: &str) -> Result<()> {
-        self.container
-            .run(&["mkdir", "-p", self.dir.as_str()])
-            .context("creating the compose project directory")?;
+        self.container.run(&["mkdir", "-p", self.dir.as_str()]).context("creating the compose project directory")?;
         self.container.write_file(&self.file_path(), yaml, 0o600)
     }
 
@@ -112,22 +106,13 @@ impl<'c> Compose<'c> {
     /// one per line of output.
     pub fn running_services(&self, timeout: Duration) -> Result<Vec<String>> {
         let out = self.run(&["ps", "--services", "--filter", "status=running"], timeout)?;
-        Ok(out
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect())
+        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect())
     }
 
     /// The names in `services` that `running_services` does not list.
     pub fn not_running(&self, services: &[&str], timeout: Duration) -> Result<Vec<String>> {
         let running = self.running_services(timeout)?;
-        Ok(services
-            .iter()
-            .filter(|s| !running.iter().any(|r| r == *s))
-            .map(|s| s.to_string())
-            .collect())
+        Ok(services.iter().filter(|s| !running.iter().any(|r| r == *s)).map(|s| s.to_string()).collect())
     }
 
     /// Check up to `attempts` times, `pause` apart, that every service in

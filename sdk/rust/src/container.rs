@@ -24,10 +24,7 @@ pub struct Container {
 
 impl Container {
     fn from_raw(raw: wit::Container) -> Self {
-        Container {
-            raw,
-            os_family: OnceCell::new(),
-        }
+        Container { raw, os_family: OnceCell::new() }
     }
 
     /// Create a container from `spec` and start it.
@@ -84,18 +81,12 @@ pub fn create_container(spec: LxcSpec) -> Result<Container> {
 
 /// The containers of the existing app this run acts on (uninstall, upgrade, health).
 pub fn app_containers() -> Vec<Container> {
-    wit::app_containers()
-        .into_iter()
-        .map(Container::from_raw)
-        .collect()
+    wit::app_containers().into_iter().map(Container::from_raw).collect()
 }
 
 /// The first container of the existing app, or `not-found`.
 pub fn app_container() -> Result<Container> {
-    app_containers()
-        .into_iter()
-        .next()
-        .ok_or_else(|| crate::Error::not_found("this app has no container"))
+    app_containers().into_iter().next().ok_or_else(|| crate::Error::not_found("this app has no container"))
 }
 
 /// Builder for an [`LxcSpec`] with defaults taken from the context: hostname =
@@ -121,16 +112,9 @@ impl ContainerSpec {
                 memory_mb: resources.memory_mb,
                 swap_mb: resources.swap_mb,
                 disk_gb: resources.disk_gb,
-                features: Features {
-                    nesting: false,
-                    keyctl: false,
-                    fuse: false,
-                },
+                features: Features { nesting: false, keyctl: false, fuse: false },
                 unprivileged: true,
-                network: Network {
-                    bridge: None,
-                    ip: IpConfig::Dhcp,
-                },
+                network: Network { bridge: None, ip: IpConfig::Dhcp },
                 tags: vec![PROXIMITY_TAG.to_string()],
             },
         }

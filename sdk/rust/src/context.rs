@@ -48,11 +48,7 @@ impl Context {
 
     /// The raw value of a parameter, if the host sent one.
     pub fn param(&self, name: &str) -> Option<&ParamValue> {
-        self.inner
-            .params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+        self.inner.params.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// A `string`, `secret` or `enum` parameter.
@@ -84,8 +80,7 @@ impl Context {
 
     /// A non-negative `integer` parameter counting seconds, e.g. a timeout.
     pub fn param_secs(&self, name: &str) -> Result<core::time::Duration> {
-        self.param_int_as::<u64>(name)
-            .map(core::time::Duration::from_secs)
+        self.param_int_as::<u64>(name).map(core::time::Duration::from_secs)
     }
 
     /// A text parameter that may be absent; present with another type is an error.
@@ -144,20 +139,9 @@ mod tests {
             deployment_id: "d1".into(),
             app_id: "web".into(),
             recipe_version: "0.1.0".into(),
-            params: params
-                .into_iter()
-                .map(|(n, v)| (n.to_string(), v))
-                .collect(),
-            resources: Resources {
-                cores: 1,
-                memory_mb: 512,
-                swap_mb: 0,
-                disk_gb: 4,
-            },
-            target: Target {
-                backend: "sim".into(),
-                node: None,
-            },
+            params: params.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+            resources: Resources { cores: 1, memory_mb: 512, swap_mb: 0, disk_gb: 4 },
+            target: Target { backend: "sim".into(), node: None },
         })
     }
 

@@ -38,14 +38,10 @@ impl Container {
                 self.install_packages_within(&["docker", "docker-cli-compose"], timeout)?;
                 self.run_with(&["rc-update", "add", "docker", "default"], &options)
                     .context("enabling the docker service")?;
-                self.run_with(&["service", "docker", "start"], &options)
-                    .context("starting the docker service")?;
+                self.run_with(&["service", "docker", "start"], &options).context("starting the docker service")?;
             }
             OsFamily::Debian => {
-                self.install_packages_within(
-                    &["docker.io", "docker-compose", "ca-certificates"],
-                    timeout,
-                )?;
+                self.install_packages_within(&["docker.io", "docker-compose", "ca-certificates"], timeout)?;
                 self.run_with(&["systemctl", "enable", "--now", "docker"], &options)
                     .context("starting the docker service")?;
             }
@@ -57,10 +53,7 @@ impl Container {
     /// Docker that is already installed (upgrade, health): only learns the
     /// distribution, which decides the compose command.
     pub fn docker(&self) -> Result<Docker<'_>> {
-        Ok(Docker {
-            container: self,
-            family: self.os_family()?,
-        })
+        Ok(Docker { container: self, family: self.os_family()? })
     }
 }
 
@@ -73,9 +66,7 @@ impl<'c> Docker<'c> {
         loop {
             match self.container.run_with(&["docker", "info"], &options) {
                 Ok(_) => return Ok(()),
-                Err(e) if attempt >= READY_ATTEMPTS => {
-                    return Err(e.context("the docker daemon did not become ready"))
-                }
+                Err(e) if attempt >= READY_ATTEMPTS => return Err(e.context("the docker daemon did not become ready")),
                 Err(_) => {
                     attempt += 1;
                     self.container.pause(READY_PAUSE)?;

@@ -60,11 +60,7 @@ impl Error {
     /// The text that explains the error.
     pub fn message(&self) -> &str {
         match self {
-            Error::Denied(m)
-            | Error::InvalidInput(m)
-            | Error::Timeout(m)
-            | Error::NotFound(m)
-            | Error::Backend(m) => m,
+            Error::Denied(m) | Error::InvalidInput(m) | Error::Timeout(m) | Error::NotFound(m) | Error::Backend(m) => m,
         }
     }
 

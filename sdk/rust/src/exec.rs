@@ -83,11 +83,7 @@ impl ExecOutput {
 
 impl From<wit::ExecOutput> for ExecOutput {
     fn from(o: wit::ExecOutput) -> Self {
-        ExecOutput {
-            status: o.status,
-            stdout: o.stdout,
-            stderr: o.stderr,
-        }
+        ExecOutput { status: o.status, stdout: o.stdout, stderr: o.stderr }
     }
 }
 
@@ -98,11 +94,7 @@ impl Container {
     }
 
     /// [`exec`](Self::exec) with options.
-    pub fn exec_with<S: AsRef<str>>(
-        &self,
-        argv: &[S],
-        options: &ExecOptions,
-    ) -> Result<ExecOutput> {
+    pub fn exec_with<S: AsRef<str>>(&self, argv: &[S], options: &ExecOptions) -> Result<ExecOutput> {
         let argv: Vec<String> = argv.iter().map(|a| a.as_ref().to_string()).collect();
         match wit::container_exec(self.raw(), &argv, &options.to_wit()) {
             Ok(output) => Ok(output.into()),
@@ -148,9 +140,6 @@ fn command_failed(command: &str, output: &ExecOutput) -> Error {
     if tail.is_empty() {
         Error::backend(format!("`{command}` exited with status {}", output.status))
     } else {
-        Error::backend(format!(
-            "`{command}` exited with status {}; {stream}:\n{tail}",
-            output.status
-        ))
+        Error::backend(format!("`{command}` exited with status {}; {stream}:\n{tail}", output.status))
     }
 }

@@ -21,11 +21,7 @@ impl Default for FileOptions {
 
 impl FileOptions {
     pub fn mode(mode: u32) -> Self {
-        FileOptions {
-            mode,
-            owner: None,
-            group: None,
-        }
+        FileOptions { mode, owner: None, group: None }
     }
 
     pub fn owner(mut self, owner: impl Into<String>) -> Self {
@@ -46,19 +42,10 @@ impl Container {
     }
 
     /// Write `contents` to `path` with mode, owner and group.
-    pub fn write_file_with(
-        &self,
-        path: &str,
-        contents: impl AsRef<[u8]>,
-        options: &FileOptions,
-    ) -> Result<()> {
-        let options = wit::FileOptions {
-            mode: options.mode,
-            owner: options.owner.clone(),
-            group: options.group.clone(),
-        };
-        wit::write_file(self.raw(), path, contents.as_ref(), &options)
-            .context(format_args!("writing {path}"))
+    pub fn write_file_with(&self, path: &str, contents: impl AsRef<[u8]>, options: &FileOptions) -> Result<()> {
+        let options =
+            wit::FileOptions { mode: options.mode, owner: options.owner.clone(), group: options.group.clone() };
+        wit::write_file(self.raw(), path, contents.as_ref(), &options).context(format_args!("writing {path}"))
     }
 
     /// The bytes of `path`.
@@ -68,7 +55,6 @@ impl Container {
 
     /// The text of `path`; invalid UTF-8 is `invalid-input`.
     pub fn read_to_string(&self, path: &str) -> Result<String> {
-        String::from_utf8(self.read_file(path)?)
-            .map_err(|_| Error::invalid_input(format!("{path} is not UTF-8 text")))
+        String::from_utf8(self.read_file(path)?).map_err(|_| Error::invalid_input(format!("{path} is not UTF-8 text")))
     }
 }

@@ -64,9 +64,9 @@ pub use report::{AppInfo, HealthCheck, HealthReport};
 /// Everything a typical recipe uses, in one import.
 pub mod prelude {
     pub use crate::{
-        app_container, app_containers, create_container, log, progress, AppInfo, Compose,
-        Container, ContainerSpec, Context, Error, ExecOptions, ExecOutput, FileOptions,
-        HealthCheck, HealthReport, OsFamily, Recipe, Result, ResultExt,
+        app_container, app_containers, create_container, log, progress, AppInfo, Compose, Container, ContainerSpec,
+        Context, Error, ExecOptions, ExecOutput, FileOptions, HealthCheck, HealthReport, OsFamily, Recipe, Result,
+        ResultExt,
     };
     pub use core::time::Duration;
 }

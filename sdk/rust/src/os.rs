@@ -26,13 +26,11 @@ impl OsFamily {
     pub fn from_os_release(text: &str) -> Option<OsFamily> {
         let id = os_release_value(text, "ID").unwrap_or_default();
         let id_like = os_release_value(text, "ID_LIKE").unwrap_or_default();
-        core::iter::once(id.as_str())
-            .chain(id_like.split_whitespace())
-            .find_map(|name| match name {
-                "alpine" => Some(OsFamily::Alpine),
-                "debian" => Some(OsFamily::Debian),
-                _ => None,
-            })
+        core::iter::once(id.as_str()).chain(id_like.split_whitespace()).find_map(|name| match name {
+            "alpine" => Some(OsFamily::Alpine),
+            "debian" => Some(OsFamily::Debian),
+            _ => None,
+        })
     }
 }
 
@@ -73,11 +71,7 @@ impl Container {
     /// Alpine: `apk add --no-cache …`. Debian: `apt-get update`, then
     /// `apt-get install -y --no-install-recommends …`, both with
     /// `DEBIAN_FRONTEND=noninteractive`.
-    pub fn install_packages_within<S: AsRef<str>>(
-        &self,
-        packages: &[S],
-        timeout: Duration,
-    ) -> Result<()> {
+    pub fn install_packages_within<S: AsRef<str>>(&self, packages: &[S], timeout: Duration) -> Result<()> {
         let names: Vec<&str> = packages.iter().map(AsRef::as_ref).collect();
         let what = format!("installing {}", names.join(" "));
         match self.os_family()? {
@@ -87,16 +81,9 @@ impl Container {
                 self.run_with(&argv, &options).context(what)?;
             }
             OsFamily::Debian => {
-                let options = ExecOptions::new()
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .timeout(timeout);
-                self.run_with(&["apt-get", "update"], &options)
-                    .context(&what)?;
-                let argv = [
-                    &["apt-get", "install", "-y", "--no-install-recommends"][..],
-                    &names,
-                ]
-                .concat();
+                let options = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(timeout);
+                self.run_with(&["apt-get", "update"], &options).context(&what)?;
+                let argv = [&["apt-get", "install", "-y", "--no-install-recommends"][..], &names].concat();
                 self.run_with(&argv, &options).context(what)?;
             }
         }
@@ -110,8 +97,7 @@ mod tests {
 
     #[test]
     fn reads_family_from_id_and_id_like() {
-        let debian =
-            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
+        let debian = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n";
         assert_eq!(OsFamily::from_os_release(debian), Some(OsFamily::Debian));
         let alpine = "NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.20.3\n";
         assert_eq!(OsFamily::from_os_release(alpine), Some(OsFamily::Alpine));

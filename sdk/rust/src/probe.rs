@@ -10,19 +10,12 @@ use crate::text::duration_ms;
 impl Container {
     /// Wait until TCP `port` accepts connections, at most `timeout`.
     pub fn wait_port(&self, port: u16, timeout: Duration) -> Result<()> {
-        wit::wait_tcp(self.raw(), port, duration_ms(timeout))
-            .context(format_args!("waiting for TCP port {port}"))
+        wit::wait_tcp(self.raw(), port, duration_ms(timeout)).context(format_args!("waiting for TCP port {port}"))
     }
 
     /// Wait for an HTTP answer on `port` and `path`, at most `timeout`, and
     /// return its status. With `expect_status`, other codes keep waiting.
-    pub fn wait_http(
-        &self,
-        port: u16,
-        path: &str,
-        expect_status: Option<u16>,
-        timeout: Duration,
-    ) -> Result<u16> {
+    pub fn wait_http(&self, port: u16, path: &str, expect_status: Option<u16>, timeout: Duration) -> Result<u16> {
         wit::wait_http(self.raw(), port, path, expect_status, duration_ms(timeout))
             .context(format_args!("waiting for HTTP on port {port} {path}"))
     }

@@ -51,10 +51,7 @@ impl<R: Recipe> Guest for Exported<R> {
         R::uninstall(&Context::new(ctx)).map_err(Into::into)
     }
 
-    fn upgrade(
-        ctx: wit::Context,
-        from_version: String,
-    ) -> core::result::Result<wit::AppInfo, wit::Error> {
+    fn upgrade(ctx: wit::Context, from_version: String) -> core::result::Result<wit::AppInfo, wit::Error> {
         crate::panic_hook::install();
         R::upgrade(&Context::new(ctx), &from_version).map_err(Into::into)
     }

@@ -8,12 +8,7 @@ pub use crate::bindings::proximity::recipe::types::{AppInfo, HealthCheck, Health
 impl AppInfo {
     /// Nothing known yet; add fields with the builder methods.
     pub fn new() -> Self {
-        AppInfo {
-            url: None,
-            address: None,
-            ports: Vec::new(),
-            outputs: Vec::new(),
-        }
+        AppInfo { url: None, address: None, ports: Vec::new(), outputs: Vec::new() }
     }
 
     /// Where a person reaches the app, e.g. `http://10.0.3.12/`.
@@ -49,28 +44,16 @@ impl Default for AppInfo {
 
 impl HealthCheck {
     pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        HealthCheck {
-            name: name.into(),
-            ok: true,
-            detail: detail.into(),
-        }
+        HealthCheck { name: name.into(), ok: true, detail: detail.into() }
     }
 
     pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        HealthCheck {
-            name: name.into(),
-            ok: false,
-            detail: detail.into(),
-        }
+        HealthCheck { name: name.into(), ok: false, detail: detail.into() }
     }
 
     /// A check from a step's result: `Ok` passes with `detail`, `Err` fails
     /// with the error's text.
-    pub fn from_result<T>(
-        name: impl Into<String>,
-        result: &crate::Result<T>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub fn from_result<T>(name: impl Into<String>, result: &crate::Result<T>, detail: impl Into<String>) -> Self {
         match result {
             Ok(_) => HealthCheck::pass(name, detail),
             Err(e) => HealthCheck::fail(name, e.to_string()),
@@ -81,17 +64,11 @@ impl HealthCheck {
 impl HealthReport {
     /// Healthy, with no checks: the default for recipes without a health probe.
     pub fn healthy() -> Self {
-        HealthReport {
-            healthy: true,
-            checks: Vec::new(),
-        }
+        HealthReport { healthy: true, checks: Vec::new() }
     }
 
     /// Healthy exactly when every check passed.
     pub fn from_checks(checks: Vec<HealthCheck>) -> Self {
-        HealthReport {
-            healthy: checks.iter().all(|c| c.ok),
-            checks,
-        }
+        HealthReport { healthy: checks.iter().all(|c| c.ok), checks }
     }
 }

@@ -14,23 +14,19 @@ pub fn render(template: &str, values: &[(&str, &str)]) -> Result<String> {
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| Error::invalid_input("template has an unclosed `{{`"))?;
+        let end = after.find("}}").ok_or_else(|| Error::invalid_input("template has an unclosed `{{`"))?;
         let name = after[..end].trim();
-        let index = values.iter().position(|(n, _)| *n == name).ok_or_else(|| {
-            Error::invalid_input(format!("template placeholder `{name}` has no value"))
-        })?;
+        let index = values
+            .iter()
+            .position(|(n, _)| *n == name)
+            .ok_or_else(|| Error::invalid_input(format!("template placeholder `{name}` has no value")))?;
         used[index] = true;
         out.push_str(values[index].1);
         rest = &after[end + 2..];
     }
     out.push_str(rest);
     if let Some(index) = used.iter().position(|u| !u) {
-        return Err(Error::invalid_input(format!(
-            "template has no placeholder `{}`",
-            values[index].0
-        )));
+        return Err(Error::invalid_input(format!("template has no placeholder `{}`", values[index].0)));
     }
     Ok(out)
 }

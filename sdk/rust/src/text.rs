@@ -41,10 +41,7 @@ mod tests {
 
     #[test]
     fn argv_quotes_only_where_needed() {
-        assert_eq!(
-            display_argv(&["echo", "a b", "", "it's"]),
-            r"echo 'a b' '' 'it'\''s'"
-        );
+        assert_eq!(display_argv(&["echo", "a b", "", "it's"]), r"echo 'a b' '' 'it'\''s'");
     }
 
     #[test]

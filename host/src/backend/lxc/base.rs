@@ -10,9 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::super::BackendError;
 use super::config::IdRange;
 use super::process::tool;
-use super::super::BackendError;
 
 /// Where a finished base says so; a base without it is a half-built leftover.
 const READY_MARK: &str = "proximity-base-ready";
@@ -27,7 +27,11 @@ const TEMPLATES: &[(&str, &str, &str)] = &[("debian-12", "proximity-base-debian-
 pub fn base_for(os_template: &str) -> Result<(&'static str, &'static str), BackendError> {
     TEMPLATES
         .iter()
-        .find(|(prefix, _, _)| os_template == *prefix || os_template.starts_with(&format!("{prefix}-")) || os_template.starts_with(&format!("{prefix}_")))
+        .find(|(prefix, _, _)| {
+            os_template == *prefix
+                || os_template.starts_with(&format!("{prefix}-"))
+                || os_template.starts_with(&format!("{prefix}_"))
+        })
         .map(|(_, name, release)| (*name, *release))
         .ok_or_else(|| {
             let known: Vec<&str> = TEMPLATES.iter().map(|(prefix, _, _)| *prefix).collect();
@@ -67,7 +71,12 @@ fn ready(lxcpath: &Path, name: &str) -> bool {
 }
 
 /// The base to clone for this template, built first when missing.
-pub async fn ensure(lxcpath: &Path, os_template: &str, unprivileged: bool, ids: (IdRange, IdRange)) -> Result<String, BackendError> {
+pub async fn ensure(
+    lxcpath: &Path,
+    os_template: &str,
+    unprivileged: bool,
+    ids: (IdRange, IdRange),
+) -> Result<String, BackendError> {
     let (base, release) = base_for(os_template)?;
     let wanted = if unprivileged { userns_name(base) } else { base.to_string() };
     if ready(lxcpath, &wanted) {
@@ -108,7 +117,18 @@ async fn build(lxcpath: &Path, name: &str, release: &str) -> Result<(), BackendE
     let p = lxcpath.to_string_lossy();
     tool(
         "lxc-create",
-        ["-P", &p, "-n", name, "-t", "debian", "--", "-r", release, "--security-mirror=http://deb.debian.org/debian-security"],
+        [
+            "-P",
+            &p,
+            "-n",
+            name,
+            "-t",
+            "debian",
+            "--",
+            "-r",
+            release,
+            "--security-mirror=http://deb.debian.org/debian-security",
+        ],
         BUILD_TIMEOUT,
     )
     .await

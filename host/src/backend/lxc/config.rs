@@ -76,7 +76,13 @@ pub fn check_hostname(hostname: &str) -> Result<(), BackendError> {
 const OWNED_KEYS: &[&str] = &["lxc.uts.name", "lxc.net.", "lxc.idmap", "lxc.rootfs.options", "lxc.cgroup"];
 
 /// The clone's config `base` (as `lxc-copy` wrote it) with the spec applied.
-pub fn render(base: &str, owner: &Ownership, spec: &ContainerSpec, host: &HostSettings, mac: &str) -> Result<String, BackendError> {
+pub fn render(
+    base: &str,
+    owner: &Ownership,
+    spec: &ContainerSpec,
+    host: &HostSettings,
+    mac: &str,
+) -> Result<String, BackendError> {
     check_hostname(&spec.hostname)?;
     if spec.memory_mb == 0 || spec.cores == 0 {
         return Err(BackendError::InvalidInput("a container needs at least 1 core and 1 MiB of memory".into()));
@@ -86,7 +92,8 @@ pub fn render(base: &str, owner: &Ownership, spec: &ContainerSpec, host: &HostSe
         .take_while(|line| line.trim() != MANAGED_MARK)
         .filter(|line| {
             let key = line.split('=').next().unwrap_or("").trim();
-            let owned_include = key == "lxc.include" && (line.ends_with("/userns.conf") || line.ends_with("/nesting.conf"));
+            let owned_include =
+                key == "lxc.include" && (line.ends_with("/userns.conf") || line.ends_with("/nesting.conf"));
             !line.starts_with(LABEL_PREFIX) && !owned_include && !OWNED_KEYS.iter().any(|owned| key.starts_with(owned))
         })
         .map(|line| format!("{line}\n"))
@@ -97,7 +104,9 @@ pub fn render(base: &str, owner: &Ownership, spec: &ContainerSpec, host: &HostSe
     };
     add(MANAGED_MARK.to_string());
     // Labels as JSON strings: a value can never break out of its comment line.
-    for (key, value) in [("recipe-id", &owner.recipe_id), ("app-id", &owner.app_id), ("deployment-id", &owner.deployment_id)] {
+    for (key, value) in
+        [("recipe-id", &owner.recipe_id), ("app-id", &owner.app_id), ("deployment-id", &owner.deployment_id)]
+    {
         add(format!("{LABEL_PREFIX}{key} = {}", json(value)));
     }
     add(format!("{LABEL_PREFIX}tags = {}", serde_json::to_string(&spec.tags).expect("strings serialize")));
@@ -219,7 +228,10 @@ mod tests {
         assert!(v1.contains("lxc.cgroup.memory.limit_in_bytes = 134217728\n"), "{v1}");
         assert!(v1.contains("lxc.cgroup.memory.memsw.limit_in_bytes = 201326592\n"), "{v1}");
         assert!(v1.contains("lxc.cgroup.cpuset.cpus = 0-1\n"), "{v1}");
-        assert!(v1.contains("lxc.rootfs.path = overlay:/b:/c\n") && !v1.contains("old") && !v1.contains("empty"), "{v1}");
+        assert!(
+            v1.contains("lxc.rootfs.path = overlay:/b:/c\n") && !v1.contains("old") && !v1.contains("empty"),
+            "{v1}"
+        );
         assert!(v1.contains("lxc.idmap = u 0 100000 65536") && v1.contains("nesting.conf"), "{v1}");
         assert!(!v1.lines().any(|l| l.starts_with("lxc.x")), "a label cannot inject a key: {v1}");
         assert_eq!(labels(&v1), Some(owner.clone()));

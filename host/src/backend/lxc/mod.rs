@@ -22,7 +22,9 @@ use rand::Rng;
 
 use self::config::{Cgroups, HostSettings, IdRange};
 use self::process::{last_lines, tool, Finished};
-use super::{Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, FileWrite, HttpProbe, Ownership};
+use super::{
+    Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, FileWrite, HttpProbe, Ownership,
+};
 
 /// How to get a host ready, shown whenever something is missing.
 pub const SETUP_HINT: &str = "as root: `apt-get install -y lxc lxc-templates debootstrap dnsmasq-base bridge-utils \
@@ -166,7 +168,13 @@ impl LxcBackend {
         args
     }
 
-    async fn attach(&self, name: &str, argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Result<Finished, BackendError> {
+    async fn attach(
+        &self,
+        name: &str,
+        argv: &[String],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Finished, BackendError> {
         process::run("lxc-attach", argv, stdin, timeout).await.map(|finished| match finished {
             Finished::Exited(out) if attach_failed(&out) => Finished::Exited(ExecOutput {
                 status: out.status,
@@ -213,7 +221,10 @@ impl LxcBackend {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(BackendError::Timeout(format!("container {name} was not running after {}s", START_TIMEOUT.as_secs())));
+                return Err(BackendError::Timeout(format!(
+                    "container {name} was not running after {}s",
+                    START_TIMEOUT.as_secs()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -228,7 +239,9 @@ impl LxcBackend {
             Err(BackendError::Failed("skipped".into()))
         } else {
             let secs = STOP_TIMEOUT_SECS.to_string();
-            tool("lxc-stop", ["-P", &p, "-n", name, "-t", &secs], Duration::from_secs(STOP_TIMEOUT_SECS + 10)).await.map(drop)
+            tool("lxc-stop", ["-P", &p, "-n", name, "-t", &secs], Duration::from_secs(STOP_TIMEOUT_SECS + 10))
+                .await
+                .map(drop)
         };
         if clean.is_err() {
             tool("lxc-stop", ["-P", &p, "-n", name, "-k"], TOOL_TIMEOUT).await?;
@@ -383,7 +396,9 @@ impl Backend for LxcBackend {
                 container.id,
                 last_lines(&out.stderr, &out.stdout)
             ))),
-            Finished::TimedOut { .. } => Err(BackendError::Timeout(format!("writing {} took over {}s", file.path, FILE_TIMEOUT.as_secs()))),
+            Finished::TimedOut { .. } => {
+                Err(BackendError::Timeout(format!("writing {} took over {}s", file.path, FILE_TIMEOUT.as_secs())))
+            }
         }
     }
 
@@ -396,8 +411,12 @@ impl Backend for LxcBackend {
             Finished::Exited(out) if String::from_utf8_lossy(&out.stderr).contains("No such file") => {
                 Err(BackendError::NotFound(format!("{path}: no such file in container {}", container.id)))
             }
-            Finished::Exited(out) => Err(BackendError::Failed(format!("reading {path}: {}", last_lines(&out.stderr, &out.stdout)))),
-            Finished::TimedOut { .. } => Err(BackendError::Timeout(format!("reading {path} took over {}s", FILE_TIMEOUT.as_secs()))),
+            Finished::Exited(out) => {
+                Err(BackendError::Failed(format!("reading {path}: {}", last_lines(&out.stderr, &out.stdout))))
+            }
+            Finished::TimedOut { .. } => {
+                Err(BackendError::Timeout(format!("reading {path} took over {}s", FILE_TIMEOUT.as_secs())))
+            }
         }
     }
 
@@ -407,7 +426,12 @@ impl Backend for LxcBackend {
         net::wait_tcp(&ip, port, deadline, timeout).await
     }
 
-    async fn wait_http(&self, container: &ContainerRef, probe: &HttpProbe, timeout: Duration) -> Result<u16, BackendError> {
+    async fn wait_http(
+        &self,
+        container: &ContainerRef,
+        probe: &HttpProbe,
+        timeout: Duration,
+    ) -> Result<u16, BackendError> {
         let deadline = Instant::now() + timeout;
         let ip = self.address(container, timeout).await?;
         net::wait_http(&ip, probe.port, &probe.path, probe.expect_status, deadline, timeout).await
@@ -429,7 +453,10 @@ fn check_path(path: &str) -> Result<(), BackendError> {
 
 /// Container names this backend makes: a hostname and a hex suffix.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 80 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !name.starts_with('-')
+    !name.is_empty()
+        && name.len() <= 80
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
 }
 
 /// A locally administered unicast MAC in LXC's own 00:16:3e prefix.
@@ -456,7 +483,9 @@ async fn create_lxcpath(path: &Path) -> Result<(), BackendError> {
     tokio::fs::create_dir_all(path).await.map_err(io_error("creating the lxcpath"))?;
     // Unprivileged containers mount their overlay from inside a user
     // namespace, which must be able to traverse to the base.
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).await.map_err(io_error("opening the lxcpath"))
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .await
+        .map_err(io_error("opening the lxcpath"))
 }
 
 /// root's subordinate id range in `/etc/subuid` or `/etc/subgid`, added

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::process::tool;
 use super::super::BackendError;
+use super::process::tool;
 
 const LXC_NET: &str = "/usr/libexec/lxc/lxc-net";
 const POLL: Duration = Duration::from_millis(250);
@@ -67,7 +67,10 @@ pub async fn wait_tcp(ip: &str, port: u16, deadline: Instant, timeout: Duration)
             return Ok(());
         }
         if Instant::now() + POLL >= deadline {
-            return Err(BackendError::Timeout(format!("{addr} did not accept a connection within {}s", timeout.as_secs())));
+            return Err(BackendError::Timeout(format!(
+                "{addr} did not accept a connection within {}s",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(POLL).await;
     }

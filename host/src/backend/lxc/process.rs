@@ -40,7 +40,12 @@ fn kill_group(pgid: i32) {
 }
 
 /// Run `program args` in its own process group, feeding `stdin`, bounded by `timeout`.
-pub(super) async fn run<I, S>(program: &str, args: I, stdin: Option<&[u8]>, timeout: Duration) -> Result<Finished, BackendError>
+pub(super) async fn run<I, S>(
+    program: &str,
+    args: I,
+    stdin: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Finished, BackendError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -153,5 +158,9 @@ pub(super) fn last_lines(stderr: &[u8], stdout: &[u8]) -> String {
     let text = String::from_utf8_lossy(if stderr.iter().all(u8::is_ascii_whitespace) { stdout } else { stderr });
     let lines: Vec<&str> = text.trim().lines().collect();
     let tail = lines[lines.len().saturating_sub(8)..].join("\n");
-    if tail.is_empty() { "(no output)".to_string() } else { tail }
+    if tail.is_empty() {
+        "(no output)".to_string()
+    } else {
+        tail
+    }
 }

@@ -44,9 +44,7 @@ impl Recipe for Bench {
             other => return Err(Error::invalid_input(format!("unknown kind `{other}`"))),
         }
 
-        Ok(AppInfo::new()
-            .with_output("kind", kind)
-            .with_output("calls", calls.to_string()))
+        Ok(AppInfo::new().with_output("kind", kind).with_output("calls", calls.to_string()))
     }
 }
 

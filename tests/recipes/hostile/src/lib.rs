@@ -67,13 +67,8 @@ fn exec_without_grant(ctx: &Context) -> Result<AppInfo> {
 
 /// Ask for more cores than the grant allows.
 fn exceed_grant(ctx: &Context) -> Result<AppInfo> {
-    let c = ContainerSpec::new(ctx, OS_TEMPLATE)
-        .cores(EXCESSIVE_CORES)
-        .create()?;
-    Ok(breach(format!(
-        "created container {} with {EXCESSIVE_CORES} cores",
-        c.id()
-    )))
+    let c = ContainerSpec::new(ctx, OS_TEMPLATE).cores(EXCESSIVE_CORES).create()?;
+    Ok(breach(format!("created container {} with {EXCESSIVE_CORES} cores", c.id())))
 }
 
 /// Call a method through a handle this instance does not own.
@@ -83,17 +78,13 @@ fn use_handle(handle: u32) -> Result<AppInfo> {
     let id = c.id();
     // Dropping would call resource-drop on the same foreign handle.
     core::mem::forget(c);
-    Ok(breach(format!(
-        "handle {handle} answered with container id {id}"
-    )))
+    Ok(breach(format!("handle {handle} answered with container id {id}")))
 }
 
 /// Create a container and report its handle so a later run can try `reuse`.
 fn create(ctx: &Context) -> Result<AppInfo> {
     let c = ContainerSpec::new(ctx, OS_TEMPLATE).create()?;
-    Ok(AppInfo::new()
-        .with_output("handle", c.handle().to_string())
-        .with_output("id", c.id()))
+    Ok(AppInfo::new().with_output("handle", c.handle().to_string()).with_output("id", c.id()))
 }
 
 fn breach(what: String) -> AppInfo {
