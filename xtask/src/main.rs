@@ -17,7 +17,7 @@ usage: cargo xtask <task> [args…]
 
 tasks:
   build-recipes    build every recipe in recipes/ and tests/recipes/ into its component
-  test [args…]     build-recipes, then `cargo test --workspace [args…]` (all tests)
+  test [args…]     build-recipes, set up LXC (root), then `cargo test --workspace [args…]` (all tests)
   demo             build-recipes, then deploy nginx and wordpress on the simulated backend
   bench [args…]    build-recipes, then `cargo bench -p proximity [args…]`";
 
@@ -64,6 +64,11 @@ fn no_args(task: &str, rest: &[String]) -> Result<()> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
+    // The real-container tests need LXC; they fail (never skip) without it,
+    // saying how to set it up.
+    if let Err(why) = lxc::ensure_ready() {
+        println!("xtask: LXC is not ready ({why:#}); the real-container tests will fail and say what is missing");
+    }
     let totals = cargo::test(root, &["--workspace", "--no-fail-fast"], extra)?;
     // The plain closing line: every test binary's results added up.
     println!("tests: {} passed, {} failed, {} skipped", totals.passed, totals.failed, totals.ignored);
