@@ -108,8 +108,9 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
 
     // `--dry-run` always means the simulator.
     let simulated = args.dry_run || args.backend == Some(BackendKind::Sim);
-    let sim = SimBackend::new(SimScript::for_recipe(&entry.dir)?);
-    let (backend, proxy): (Arc<dyn Backend>, Arc<dyn ProxyExecutor>) = if simulated {
+    // Only a simulated run reads the recipe's sim.toml and has a plan to show.
+    let sim = simulated.then(|| SimScript::for_recipe(&entry.dir).map(SimBackend::new)).transpose()?;
+    let (backend, proxy): (Arc<dyn Backend>, Arc<dyn ProxyExecutor>) = if let Some(sim) = &sim {
         (Arc::new(sim.clone()), Arc::new(sim.clone()))
     } else {
         // LXC is the embedded default: used when asked, or when nothing was asked.
@@ -144,27 +145,26 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     let outcome = runtime.run(&recipe, request).await;
     printer.await.context("progress printer failed")?;
 
-    let mut steps = sim.plan();
-    steps.iter_mut().for_each(|step| step.redact(&|text| redactor.redact(text)));
+    let steps = sim.map(|sim| {
+        let mut steps = sim.plan();
+        steps.iter_mut().for_each(|step| step.redact(&|text| redactor.redact(text)));
+        steps
+    });
     if args.json {
         let mut report = match &outcome {
-            Ok(ok) => {
-                serde_json::json!({ "ok": true, "app_id": prepared.subject.app_id, "outcome": ok, "plan": steps })
-            }
-            Err(err) => {
-                serde_json::json!({ "ok": false, "app_id": prepared.subject.app_id, "error": err, "message": err.to_string(), "plan": steps })
-            }
+            Ok(ok) => serde_json::json!({ "ok": true, "app_id": prepared.subject.app_id, "outcome": ok }),
+            Err(err) => serde_json::json!({
+                "ok": false, "app_id": prepared.subject.app_id, "error": err, "message": err.to_string()
+            }),
         };
         // The plan is the simulator's record; a real backend has none.
-        if !simulated {
-            if let Some(report) = report.as_object_mut() {
-                report.remove("plan");
-            }
+        if let (Some(steps), Some(report)) = (&steps, report.as_object_mut()) {
+            report.insert("plan".into(), serde_json::to_value(steps)?);
         }
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if simulated {
+    } else if let Some(steps) = &steps {
         println!("Plan ({} operations on the sim backend):", steps.len());
-        print!("{}", plan::render(&steps, args.show_files));
+        print!("{}", plan::render(steps, args.show_files));
     }
     match outcome {
         Ok(outcome) => {
