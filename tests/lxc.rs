@@ -6,86 +6,22 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use proximity::backend::lxc::{config, LxcBackend, LxcConfig, SETUP_HINT};
+use proximity::backend::lxc::{config, LxcBackend};
 use proximity::backend::{
     Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, Features, FileWrite, HttpProbe,
-    IpConfig, NetworkSpec, NoProxies, Ownership,
+    NoProxies, Ownership,
 };
 use proximity::manifest::ParamValue;
 use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
-use proximity_tests::{install_on, prepared, recipe, repo_root, uninstall_on};
-
-/// Shared by every run so that the base image is built once and kept.
-fn lxcpath() -> PathBuf {
-    std::env::var_os("PROXIMITY_LXC_TEST_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/lxc-tests"))
-}
-
-async fn backend() -> LxcBackend {
-    let config = LxcConfig { lxcpath: lxcpath(), ..Default::default() };
-    match LxcBackend::new(config).await {
-        Ok(backend) => backend,
-        Err(err) => panic!(
-            "LXC is not usable on this host, so the real-container tests cannot run: {err}\nSet it up {SETUP_HINT}{}",
-            if std::env::var("CI").as_deref() == Ok("true") { " (CI: .ci/run should have done this)" } else { "" }
-        ),
-    }
-}
+use proximity_tests::lxc::{argv, backend, containers_of, listed, lxcpath, owner, running, spec, unique, Cleanup};
+use proximity_tests::{install_on, prepared, recipe, uninstall_on};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime starts")
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{}-{:x}", std::process::id(), nanos)
-}
-
-/// Destroys, on drop, every container in the test lxcpath labelled with this
-/// app id: the containers of this test and no others.
-struct Cleanup {
-    app_id: String,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in containers_of(&self.app_id) {
-            let status = std::process::Command::new("lxc-destroy")
-                .args(["-f", "-P"])
-                .arg(lxcpath())
-                .args(["-n", &name])
-                .status();
-            if !matches!(status, Ok(s) if s.success()) {
-                eprintln!("cleanup: could not destroy container {name}: {status:?}");
-            }
-        }
-    }
-}
-
-fn containers_of(app_id: &str) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(lxcpath()) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter(|entry| {
-            std::fs::read_to_string(entry.path().join("config"))
-                .ok()
-                .and_then(|text| config::labels(&text))
-                .is_some_and(|owner| owner.app_id == app_id)
-        })
-        .map(|entry| entry.file_name().to_string_lossy().into_owned())
-        .collect()
-}
-
-/// Whether `lxc-ls` still lists the container.
-fn listed(name: &str) -> bool {
-    let out = std::process::Command::new("lxc-ls").arg("-P").arg(lxcpath()).output().expect("lxc-ls runs");
-    String::from_utf8_lossy(&out.stdout).split_whitespace().any(|n| n == name)
 }
 
 fn http_get(url: &str) -> (u16, String) {
@@ -248,36 +184,6 @@ async fn a_command_past_its_timeout_mid_install_is_killed_and_the_container_dest
     let [destroyed] = &err.destroyed[..] else { panic!("the container is destroyed: {err:?}") };
     assert!(!listed(destroyed));
     assert!(containers_of(&app_id).is_empty());
-}
-
-fn spec(hostname: &str, memory_mb: u32) -> ContainerSpec {
-    ContainerSpec {
-        hostname: hostname.into(),
-        os_template: "debian-12".into(),
-        cores: 1,
-        memory_mb,
-        swap_mb: 0,
-        disk_gb: 2,
-        features: Features::default(),
-        unprivileged: true,
-        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
-        tags: vec!["proximity".into()],
-    }
-}
-
-fn owner(app_id: &str) -> Ownership {
-    Ownership { recipe_id: "test".into(), app_id: app_id.into(), deployment_id: unique("dep") }
-}
-
-fn argv(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
-async fn running(backend: &LxcBackend, app_id: &str, memory_mb: u32, unprivileged: bool) -> ContainerRef {
-    let c =
-        backend.create(&owner(app_id), &ContainerSpec { unprivileged, ..spec("t", memory_mb) }).await.expect("create");
-    backend.start(&c).await.expect("start");
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

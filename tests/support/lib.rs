@@ -15,6 +15,8 @@ use proximity::deploy::{prepare, DeployInput, PreparedDeploy};
 use proximity::events::{Event, EventSink};
 use proximity::runtime::{LoadedRecipe, RunError, RunOutcome, Runtime};
 
+pub mod lxc;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }

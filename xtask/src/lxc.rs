@@ -1,5 +1,6 @@
-//! Getting this machine ready for the lxc backend: the packages, and the
-//! bridge that nothing else starts on a host without a service manager.
+//! Getting this machine ready for the lxc backend: its Debian packages. The
+//! bridge (lxc-net) is the backend's own business: it checks that lxc-net's
+//! dnsmasq is alive and restarts it when a stale run left only its marks.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +14,7 @@ pub const LXCPATH: &str = "/var/lib/proximity/lxc";
 const PACKAGES: &[&str] =
     &["lxc", "lxc-templates", "debootstrap", "dnsmasq-base", "bridge-utils", "iptables", "uidmap", "rsync"];
 
-/// Install the LXC packages when they are missing (as root) and start the bridge.
+/// Install the LXC packages when they are missing (as root).
 pub fn ensure_ready() -> Result<()> {
     if !is_root() {
         bail!("the lxc backend needs root");
@@ -25,10 +26,6 @@ pub fn ensure_ready() -> Result<()> {
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(PACKAGES)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
-    if !Path::new("/sys/class/net/lxcbr0").exists() {
-        println!("xtask: starting lxc-net (the lxcbr0 bridge with DHCP and NAT)");
-        run(Command::new("/usr/libexec/lxc/lxc-net").arg("start"))?;
     }
     Ok(())
 }

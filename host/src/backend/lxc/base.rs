@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::super::BackendError;
 use super::config::IdRange;
-use super::process::tool;
+use super::process::{lock_file, tool};
 
 /// Where a finished base says so; a base without it is a half-built leftover.
 const READY_MARK: &str = "proximity-base-ready";
@@ -47,25 +47,6 @@ pub fn userns_name(base: &str) -> String {
     format!("{base}-userns")
 }
 
-/// A held lock on the lxcpath's base builds, for this process and others.
-struct BuildLock(#[allow(dead_code)] std::fs::File);
-
-async fn lock(lxcpath: &Path) -> Result<BuildLock, BackendError> {
-    let path = lxcpath.join(LOCK_FILE);
-    tokio::task::spawn_blocking(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-        // SAFETY: flock(2) on a descriptor this function owns; released when the file closes.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(BuildLock(file))
-    })
-    .await
-    .map_err(|err| BackendError::Failed(format!("base image lock: {err}")))?
-    .map_err(|err| BackendError::Failed(format!("locking {}: {err}", lxcpath.join(LOCK_FILE).display())))
-}
-
 fn ready(lxcpath: &Path, name: &str) -> bool {
     lxcpath.join(name).join(READY_MARK).is_file()
 }
@@ -82,7 +63,7 @@ pub async fn ensure(
     if ready(lxcpath, &wanted) {
         return Ok(wanted);
     }
-    let _lock = lock(lxcpath).await?;
+    let _lock = lock_file(&lxcpath.join(LOCK_FILE)).await?;
     if !ready(lxcpath, base) {
         build(lxcpath, base, release).await?;
     }

@@ -8,28 +8,60 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::super::BackendError;
-use super::process::tool;
+use super::process::{lock_file, tool};
 
 const LXC_NET: &str = "/usr/libexec/lxc/lxc-net";
 const POLL: Duration = Duration::from_millis(250);
 const ATTEMPT: Duration = Duration::from_secs(3);
 
-/// Make sure `bridge` exists; `lxcbr0` is brought up with `lxc-net` (DHCP + NAT),
-/// since nothing else starts it on hosts without a service manager.
+/// Where lxc-net keeps its state; it survives a reboot-less restart of the
+/// machine's processes, so it can claim a network that is no longer there.
+const LXC_NET_RUN: &str = "/run/lxc";
+const LXC_NET_LOCK: &str = "/run/lxc/proximity-lxc-net.lock";
+
+/// Make sure `bridge` is usable. `lxcbr0` needs lxc-net's dnsmasq for DHCP and
+/// DNS, and nothing restarts it on hosts without a service manager: when the
+/// bridge is missing or its dnsmasq has died (lxc-net's own "already running"
+/// mark stays behind), lxc-net is started anew.
 pub async fn ensure_bridge(bridge: &str) -> Result<(), BackendError> {
-    if Path::new("/sys/class/net").join(bridge).exists() {
+    let bridge_exists = || Path::new("/sys/class/net").join(bridge).exists();
+    if bridge != "lxcbr0" {
+        return if bridge_exists() {
+            Ok(())
+        } else {
+            Err(BackendError::NotFound(format!("bridge `{bridge}` does not exist; create it or use lxcbr0")))
+        };
+    }
+    let run = Path::new(LXC_NET_RUN);
+    if bridge_exists() && dnsmasq_alive(run) {
         return Ok(());
     }
-    if bridge != "lxcbr0" {
-        return Err(BackendError::NotFound(format!("bridge `{bridge}` does not exist; create it or use lxcbr0")));
+    tokio::fs::create_dir_all(run)
+        .await
+        .map_err(|err| BackendError::Failed(format!("creating {LXC_NET_RUN}: {err}")))?;
+    let _lock = lock_file(Path::new(LXC_NET_LOCK)).await?;
+    if bridge_exists() && dnsmasq_alive(run) {
+        return Ok(()); // another task or process started it meanwhile
     }
-    tracing::info!("starting lxc-net (lxcbr0 with DHCP and NAT)");
+    // lxc-net refuses to start while its mark says it runs, and its stop would
+    // `kill -9` whatever process now holds the stale pid: drop both files.
+    for stale in ["network_up", "dnsmasq.pid"] {
+        let _ = std::fs::remove_file(run.join(stale));
+    }
+    tracing::info!("starting lxc-net (lxcbr0 with DHCP, DNS and NAT)");
     tool(LXC_NET, ["start"], Duration::from_secs(60)).await?;
-    if Path::new("/sys/class/net").join(bridge).exists() {
+    if bridge_exists() && dnsmasq_alive(run) {
         Ok(())
     } else {
-        Err(BackendError::Failed(format!("`{LXC_NET} start` ran but {bridge} is still missing")))
+        Err(BackendError::Failed(format!("`{LXC_NET} start` ran but {bridge} or its dnsmasq is still missing")))
     }
+}
+
+/// Whether the pid in lxc-net's pid file is a running dnsmasq.
+fn dnsmasq_alive(run: &Path) -> bool {
+    let Ok(pid) = std::fs::read_to_string(run.join("dnsmasq.pid")) else { return false };
+    let Ok(pid) = pid.trim().parse::<u32>() else { return false };
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "dnsmasq")
 }
 
 /// The first IPv4 address in `lxc-info -iH` output.

@@ -164,3 +164,23 @@ pub(super) fn last_lines(stderr: &[u8], stdout: &[u8]) -> String {
         tail
     }
 }
+
+/// An exclusive flock(2), held until the value is dropped; it serialises this
+/// process's tasks and other processes alike.
+pub(super) struct FileLock(#[allow(dead_code)] std::fs::File);
+
+pub(super) async fn lock_file(path: &std::path::Path) -> Result<FileLock, BackendError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&owned)?;
+        // SAFETY: flock(2) on a descriptor this function owns; released when the file closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(FileLock(file))
+    })
+    .await
+    .map_err(|err| BackendError::Failed(format!("lock {}: {err}", path.display())))?
+    .map_err(|err| BackendError::Failed(format!("locking {}: {err}", path.display())))
+}
