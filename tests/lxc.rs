@@ -93,6 +93,9 @@ impl Backend for Tamper {
     fn name(&self) -> &'static str {
         "lxc"
     }
+    async fn owned(&self) -> Result<Vec<(ContainerRef, Ownership)>, BackendError> {
+        self.inner.owned().await
+    }
     async fn create(&self, owner: &Ownership, spec: &ContainerSpec) -> Result<ContainerRef, BackendError> {
         self.inner.create(owner, spec).await
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, ContainerRef, ProxyExecutor};
 use crate::events::{EventSink, Redactor};
@@ -102,6 +103,7 @@ impl PreparedDeploy {
             events,
             app_containers,
             keep_failed: self.keep_failed,
+            cancel: CancellationToken::new(),
         }
     }
 }

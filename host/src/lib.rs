@@ -8,6 +8,7 @@
 //! - [`deploy`]: one deployment from catalog entry to result.
 //! - [`cli`]: the `proximity` command.
 
+pub mod api;
 pub mod backend;
 pub mod bindings;
 pub mod capabilities;
@@ -18,3 +19,4 @@ pub mod events;
 pub mod manifest;
 pub mod plan;
 pub mod runtime;
+pub mod store;

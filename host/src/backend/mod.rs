@@ -12,7 +12,7 @@ pub mod sim;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `create-lxc` asks for, already checked against the grants.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -54,7 +54,7 @@ pub enum IpConfig {
 /// Who a container belongs to. Backends keep these labels with the container
 /// (Proxmox tags, LXC config) so that Proximity can find its own containers
 /// again after a restart.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Ownership {
     pub recipe_id: String,
@@ -64,7 +64,7 @@ pub struct Ownership {
 
 /// A container as the backend knows it. Only the host holds these; a recipe
 /// sees an opaque resource handle.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ContainerRef {
     /// The backend's id: a VMID on Proxmox, a container name on LXC.
     pub id: String,
@@ -131,6 +131,10 @@ pub enum BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// Short name shown to users and recipes (`sim`, `lxc`, `proxmox`).
     fn name(&self) -> &'static str;
+
+    /// Proximity's containers on this backend with their labels: how a
+    /// restarted server finds what an interrupted job left behind.
+    async fn owned(&self) -> Result<Vec<(ContainerRef, Ownership)>, BackendError>;
 
     async fn create(&self, owner: &Ownership, spec: &ContainerSpec) -> Result<ContainerRef, BackendError>;
     async fn start(&self, container: &ContainerRef) -> Result<(), BackendError>;

@@ -306,6 +306,10 @@ impl Backend for SimBackend {
         "sim"
     }
 
+    async fn owned(&self) -> Result<Vec<(ContainerRef, Ownership)>, BackendError> {
+        Ok(self.lock().containers.values().map(|c| (c.container.clone(), c.owner.clone())).collect())
+    }
+
     async fn create(&self, owner: &Ownership, spec: &ContainerSpec) -> Result<ContainerRef, BackendError> {
         if let Some(message) = &self.script.fail_create {
             return Err(BackendError::Failed(message.clone()));

@@ -18,6 +18,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, ContainerRef, Ownership, ProxyExecutor};
 use crate::bindings::{types, Recipe, RecipePre};
@@ -111,6 +112,9 @@ pub struct RunRequest {
     pub app_containers: Vec<ContainerRef>,
     /// Leave a failed run's containers in place for debugging.
     pub keep_failed: bool,
+    /// Stops the run when cancelled (an operator's cancel, a server shutdown):
+    /// the recipe is dropped mid-call and what it created is destroyed.
+    pub cancel: CancellationToken,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -158,6 +162,8 @@ pub enum RunFailure {
     Crashed(String),
     #[error("the recipe could not be started: {0}")]
     Instantiate(String),
+    #[error("the run was cancelled")]
+    Cancelled,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -265,7 +271,13 @@ impl Runtime {
         ));
         let ctx = guest_context(&request);
 
-        let result = self.call(recipe, &request.action, &ctx, run.clone(), memory_mb, timeout).await;
+        let result = tokio::select! {
+            result = self.call(recipe, &request.action, &ctx, run.clone(), memory_mb, timeout) => result,
+            () = request.cancel.cancelled() => {
+                run.events.host("cancelled: stopping the recipe");
+                Err(RunFailure::Cancelled)
+            }
+        };
         match result {
             Ok(ActionResult::Uninstalled) => {
                 // The recipe has had its say; now the app's containers go.

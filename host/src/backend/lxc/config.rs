@@ -56,6 +56,14 @@ pub struct HostSettings {
 }
 
 /// Hostnames become `lxc.uts.name`; only RFC 1123 labels are accepted.
+/// The hostname a container config sets (`lxc.uts.name`).
+pub fn hostname(config: &str) -> Option<String> {
+    config.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "lxc.uts.name").then(|| value.trim().to_string())
+    })
+}
+
 pub fn check_hostname(hostname: &str) -> Result<(), BackendError> {
     let ok = !hostname.is_empty()
         && hostname.len() <= 63

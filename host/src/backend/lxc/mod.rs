@@ -107,20 +107,6 @@ impl LxcBackend {
         base::ensure(self.lxcpath(), os_template, unprivileged, (host.uid_range, host.gid_range)).await
     }
 
-    /// Proximity's containers in this lxcpath, with their labels.
-    pub async fn owned(&self) -> Result<Vec<(String, Ownership)>, BackendError> {
-        let mut found = Vec::new();
-        let mut dir = tokio::fs::read_dir(self.lxcpath()).await.map_err(io_error("listing the lxcpath"))?;
-        while let Some(entry) = dir.next_entry().await.map_err(io_error("listing the lxcpath"))? {
-            let Ok(text) = tokio::fs::read_to_string(entry.path().join("config")).await else { continue };
-            if let Some(owner) = config::labels(&text) {
-                found.push((entry.file_name().to_string_lossy().into_owned(), owner));
-            }
-        }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(found)
-    }
-
     /// Whether a container of this name exists in the lxcpath.
     pub fn exists(&self, name: &str) -> bool {
         self.lxcpath().join(name).join("config").is_file()
@@ -303,6 +289,21 @@ impl Drop for CreateGuard {
 impl Backend for LxcBackend {
     fn name(&self) -> &'static str {
         "lxc"
+    }
+
+    async fn owned(&self) -> Result<Vec<(ContainerRef, Ownership)>, BackendError> {
+        let mut found = Vec::new();
+        let mut dir = tokio::fs::read_dir(self.lxcpath()).await.map_err(io_error("listing the lxcpath"))?;
+        while let Some(entry) = dir.next_entry().await.map_err(io_error("listing the lxcpath"))? {
+            let Ok(text) = tokio::fs::read_to_string(entry.path().join("config")).await else { continue };
+            if let Some(owner) = config::labels(&text) {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                let hostname = config::hostname(&text).unwrap_or_else(|| id.clone());
+                found.push((ContainerRef { id, hostname, node: None }, owner));
+            }
+        }
+        found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(found)
     }
 
     async fn create(&self, owner: &Ownership, spec: &ContainerSpec) -> Result<ContainerRef, BackendError> {
