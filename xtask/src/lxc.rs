@@ -7,9 +7,6 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// Where the host keeps its containers (the lxc backend's default).
-pub const LXCPATH: &str = "/var/lib/proximity/lxc";
-
 /// What the lxc backend needs from Debian.
 const PACKAGES: &[&str] =
     &["lxc", "lxc-templates", "debootstrap", "dnsmasq-base", "bridge-utils", "iptables", "uidmap", "rsync"];

@@ -5,6 +5,7 @@
 
 mod build_recipes;
 mod cargo;
+mod demo;
 mod lxc;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,8 @@ usage: cargo xtask <task> [args…]
 tasks:
   build-recipes    build every recipe in recipes/ and tests/recipes/ into its component
   test [args…]     build-recipes, set up LXC (root), then `cargo test --workspace [args…]` (all tests)
-  demo             build-recipes, then deploy nginx and wordpress on the simulated backend
+  demo [--keep]    the main job: serve the catalog, deploy nginx through the API on the default
+                   backend (LXC), list apps, show WordPress as a plan; --keep goes on serving
   bench [args…]    build-recipes, then `cargo bench -p proximity [args…]`";
 
 fn main() -> ExitCode {
@@ -30,7 +32,11 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "build-recipes" => no_args(task, rest).and_then(|()| build_recipes::run(&repo_root())),
         "test" => test(&repo_root(), rest),
-        "demo" => no_args(task, rest).and_then(|()| demo(&repo_root())),
+        "demo" => match rest {
+            [] => demo::run(&repo_root(), false),
+            [flag] if flag == "--keep" => demo::run(&repo_root(), true),
+            _ => Err(anyhow::anyhow!("`demo` takes only --keep")),
+        },
         "bench" => bench(&repo_root(), rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
@@ -77,32 +83,6 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     if totals.passed == 0 {
         bail!("no test ran");
-    }
-    Ok(())
-}
-
-/// The main job: nginx deployed for real on the embedded default backend
-/// (LXC, set up here when missing and running as root), and WordPress shown
-/// as a plan on the simulator (its Alpine template and Docker Hub images
-/// are out of reach on machines like these).
-fn demo(root: &Path) -> Result<()> {
-    build_recipes::run(root)?;
-    let nginx_backend = match lxc::ensure_ready() {
-        Ok(()) => "lxc",
-        Err(why) => {
-            println!("xtask: LXC is not usable here ({why:#}); nginx goes to the simulator instead");
-            "sim"
-        }
-    };
-    for (app, backend) in [("nginx", nginx_backend), ("wordpress", "sim")] {
-        let deploy = ["run", "-p", "proximity", "--", "deploy", app, "--backend", backend, "--catalog", "recipes"];
-        cargo::run(root, &deploy, &[])?;
-    }
-    if nginx_backend == "lxc" {
-        println!(
-            "xtask: nginx runs in a real container (its address is printed above; `lxc-ls -f -P {}` lists it)",
-            lxc::LXCPATH
-        );
     }
     Ok(())
 }

@@ -225,6 +225,9 @@ struct Cluster {
 pub struct SimBackend {
     cluster: Arc<Mutex<Cluster>>,
     script: Arc<SimScript>,
+    /// Scripts by recipe id, for a simulator shared by many recipes (the
+    /// server's); containers of other recipes follow `script`.
+    recipe_scripts: Arc<std::collections::HashMap<String, Arc<SimScript>>>,
 }
 
 impl Default for SimBackend {
@@ -243,7 +246,19 @@ impl SimBackend {
                 plan: Vec::new(),
             })),
             script: Arc::new(script),
+            recipe_scripts: Arc::default(),
         }
+    }
+
+    /// The same simulator, answering each recipe's containers by that recipe's script.
+    pub fn with_recipe_scripts(mut self, scripts: impl IntoIterator<Item = (String, SimScript)>) -> Self {
+        self.recipe_scripts = Arc::new(scripts.into_iter().map(|(id, script)| (id, Arc::new(script))).collect());
+        self
+    }
+
+    fn script_for(&self, container: &ContainerRef) -> Arc<SimScript> {
+        let recipe = self.lock().containers.get(&container.id).map(|c| c.owner.recipe_id.clone());
+        recipe.and_then(|id| self.recipe_scripts.get(&id).cloned()).unwrap_or_else(|| self.script.clone())
     }
 
     /// Every operation so far, in order.
@@ -386,7 +401,8 @@ impl Backend for SimBackend {
             return Err(BackendError::InvalidInput("exec needs a program to run (argv is empty)".into()));
         }
         self.running(container)?;
-        let rule = self.script.rule_for(&request.argv);
+        let script = self.script_for(container);
+        let rule = script.rule_for(&request.argv);
         let delay = rule.map(|r| r.delay).unwrap_or_default();
         let timed_out = delay > request.timeout;
         if !delay.is_zero() {
@@ -461,7 +477,7 @@ impl Backend for SimBackend {
 
     async fn wait_tcp(&self, container: &ContainerRef, port: u16, timeout: Duration) -> Result<(), BackendError> {
         self.running(container)?;
-        let closed = self.script.closed_ports.contains(&port);
+        let closed = self.script_for(container).closed_ports.contains(&port);
         self.with_container(container, |c, plan| {
             plan.push(PlanStep::WaitTcp { id: c.container.id.clone(), port });
             if closed {
@@ -479,7 +495,8 @@ impl Backend for SimBackend {
         timeout: Duration,
     ) -> Result<u16, BackendError> {
         self.running(container)?;
-        let status = (!self.script.closed_ports.contains(&probe.port)).then(|| self.script.http_status.unwrap_or(200));
+        let script = self.script_for(container);
+        let status = (!script.closed_ports.contains(&probe.port)).then(|| script.http_status.unwrap_or(200));
         self.with_container(container, |c, plan| {
             plan.push(PlanStep::WaitHttp { id: c.container.id.clone(), probe: probe.clone(), status });
             match (status, probe.expect_status) {

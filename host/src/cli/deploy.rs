@@ -70,6 +70,12 @@ pub struct DeployArgs {
     /// Rebuild the recipe from source before deploying.
     #[arg(long)]
     build: bool,
+    /// Deploy through a Proximity server (`proximity serve`) instead of running the recipe here.
+    #[arg(long, env = "PROXIMITY_SERVER")]
+    server: Option<String>,
+    /// API token for --server.
+    #[arg(long, env = "PROXIMITY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(flatten)]
     catalog: CatalogArgs,
     #[command(flatten)]
@@ -78,6 +84,9 @@ pub struct DeployArgs {
 
 pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     let params = parse_params(&args.params)?;
+    if let Some(server) = &args.server {
+        return deploy_remotely(&args, server, params).await;
+    }
     let entry = Catalog::new(&args.catalog.catalog).find(&args.recipe)?;
     let input = DeployInput {
         params,
@@ -192,4 +201,22 @@ fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(params)
+}
+
+/// `--server`: the server validates, runs and records; this follows its events.
+async fn deploy_remotely(args: &DeployArgs, server: &str, params: BTreeMap<String, String>) -> Result<ExitCode> {
+    if args.backend.is_some() || args.keep_failed || args.show_files || args.build {
+        bail!("--backend, --keep-failed, --show-files and --build apply to local deploys, not to --server");
+    }
+    let client = super::client::Client::new(server, args.token.clone())?;
+    let request = crate::api::DeployRequest {
+        recipe: args.recipe.clone(),
+        version: None,
+        params: params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect(),
+        app_id: args.app_id.clone(),
+        resources: crate::api::Resources { cores: args.cores, memory_mb: args.memory_mb, disk_gb: args.disk_gb },
+        target: crate::api::Target { node: args.node.clone() },
+        dry_run: args.dry_run,
+    };
+    super::remote::deploy(&client, request, args.json).await
 }

@@ -1,8 +1,13 @@
 //! The `proximity` command line.
 
+pub mod apps;
+pub mod client;
 mod deploy;
 mod output;
 mod recipe;
+pub mod remote;
+pub mod serve;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +28,17 @@ enum Command {
     /// Work with recipes: inspect manifests and grants, build components.
     #[command(subcommand)]
     Recipe(recipe::RecipeCommand),
+    /// Serve the catalog and the deployment API over HTTP.
+    Serve(serve::ServeArgs),
+    /// Manage the server's API tokens.
+    Token(token::TokenArgs),
+    /// Apps deployed through a server: list, inspect, start, stop, logs, remove, upgrade.
+    Apps {
+        #[command(subcommand)]
+        command: apps::AppsCommand,
+        #[command(flatten)]
+        server: apps::ServerArgs,
+    },
 }
 
 /// Options shared by commands that read the catalog.
@@ -81,6 +97,9 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Deploy(args) => deploy::run(args).await,
             Command::Recipe(command) => recipe::run(command).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Token(args) => token::run(args),
+            Command::Apps { command, server } => apps::run(command, &server).await,
         }
     });
     match result {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline};
-use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendError, ContainerRef, Ownership, ProxyExecutor};
 use crate::bindings::{types, Recipe, RecipePre};
