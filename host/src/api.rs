@@ -213,6 +213,13 @@ pub struct JobEvent {
     pub job: Option<Box<Job>>,
 }
 
+impl JobEvent {
+    /// An event with only its number, time and kind set.
+    pub fn new(seq: u64, elapsed_ms: u64, kind: &str) -> Self {
+        JobEvent { seq, elapsed_ms, kind: kind.to_string(), name: None, level: None, message: None, job: None }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AppState {

@@ -87,30 +87,9 @@ impl PreparedDeploy {
         self.request(Action::Uninstall, app_containers, backend, proxy, events)
     }
 
-    /// Run the recipe's `upgrade` from `from_version` on the app's containers.
-    pub fn upgrade_request(
-        &self,
-        from_version: String,
-        app_containers: Vec<ContainerRef>,
-        backend: Arc<dyn Backend>,
-        proxy: Arc<dyn ProxyExecutor>,
-        events: EventSink,
-    ) -> RunRequest {
-        self.request(Action::Upgrade { from_version }, app_containers, backend, proxy, events)
-    }
-
-    /// Run the recipe's `health` on the app's containers.
-    pub fn health_request(
-        &self,
-        app_containers: Vec<ContainerRef>,
-        backend: Arc<dyn Backend>,
-        proxy: Arc<dyn ProxyExecutor>,
-        events: EventSink,
-    ) -> RunRequest {
-        self.request(Action::Health, app_containers, backend, proxy, events)
-    }
-
-    fn request(
+    /// Any export of the recipe, on the app's existing containers
+    /// (upgrade, health; install and uninstall have their own builders).
+    pub fn request(
         &self,
         action: Action,
         app_containers: Vec<ContainerRef>,

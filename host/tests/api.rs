@@ -48,6 +48,19 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then wait for the exit (bounded, so a hang fails the test instead of stalling it).
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid; no memory is touched.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..1200 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server did not stop within two minutes of SIGTERM");
+    }
+
     fn restart(&mut self) {
         self.kill();
         let (child, url) = spawn(&self.data, &self.args);
@@ -79,9 +92,9 @@ fn spawn(data: &Path, args: &[String]) -> (Child, String) {
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
         let line = lines.next().expect("the server prints its address before anything else").unwrap();
-        if let Some(rest) = line.split_once("on http://").map(|(_, r)| r) {
+        if let Some((scheme, rest)) = line.split_once(" on ").and_then(|(_, r)| r.split_once("://")) {
             let addr = rest.split('/').next().unwrap();
-            break format!("http://{addr}");
+            break format!("{scheme}://{addr}");
         }
     };
     // Keep draining stdout so the child never blocks on a full pipe.
@@ -103,12 +116,35 @@ fn client() -> reqwest::Client {
 
 /// The events of an SSE body, in order.
 fn parse_sse(body: &str) -> Vec<api::JobEvent> {
-    body.split("\n\n")
-        .filter_map(|block| {
-            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-            (!data.is_empty()).then(|| serde_json::from_str(&data.join("\n")).expect("event data is a JobEvent"))
-        })
-        .collect()
+    proximity::cli::client::job_events_from_sse(body.as_bytes()).expect("every event is a JobEvent")
+}
+
+/// Open a job's event stream and read it until `marker` has been seen: the
+/// open response (to read on) and what was read so far.
+async fn follow_until(
+    http: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    job: &str,
+    marker: &str,
+) -> (reqwest::Response, String) {
+    let mut response =
+        http.get(server.api(&format!("/deployments/{job}/events"))).bearer_auth(token).send().await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains(marker) {
+        let chunk = response.chunk().await.unwrap().unwrap_or_else(|| panic!("the stream ended before {marker}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    (response, seen)
+}
+
+/// GET `path` with the token and decode the JSON answer.
+async fn get<T: serde::de::DeserializeOwned>(http: &reqwest::Client, server: &Server, token: &str, path: &str) -> T {
+    let response = http.get(server.api(path)).bearer_auth(token).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert!(status.is_success(), "GET {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("GET {path}: {err}: {text}"))
 }
 
 async fn events(
@@ -169,12 +205,10 @@ async fn a_deploy_streams_its_events_in_order_replays_them_late_and_keeps_secret
     let resumed = events(&http, &server, &token, &accepted.id, Some(2)).await;
     assert_eq!(resumed.first().map(|e| e.seq), Some(3));
 
-    let app: api::App =
-        http.get(server.api("/apps/cache")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let app: api::App = get(&http, &server, &token, "/apps/cache").await;
     assert_eq!((app.recipe.as_str(), app.state), ("redis", api::AppState::Running));
     assert!(!app.secrets.is_empty(), "redis has a generated password: {app:?}");
-    let secrets: api::AppSecrets =
-        http.get(server.api("/apps/cache/secrets")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let secrets: api::AppSecrets = get(&http, &server, &token, "/apps/cache/secrets").await;
     let password = secrets.secrets.values().next().expect("the secret is retrievable").clone();
     assert!(password.len() >= 16);
     let everything = serde_json::to_string(&live).unwrap() + &serde_json::to_string(&app).unwrap();
@@ -194,6 +228,18 @@ async fn a_deploy_streams_its_events_in_order_replays_them_late_and_keeps_secret
     assert!(compose.contains("«secret:db-password»"), "{compose}");
     let dry_app = http.get(server.api(&format!("/apps/{}", dry.app_id))).bearer_auth(&token).send().await.unwrap();
     assert_eq!(dry_app.status(), 404, "a dry run makes no app");
+
+    // Upgrade in place (same version here), then its logs and health.
+    let upgrade = http.post(server.api("/apps/cache/upgrade")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(upgrade.status(), 202);
+    let upgrade: api::JobAccepted = upgrade.json().await.unwrap();
+    let job = final_job(&events(&http, &server, &token, &upgrade.id, None).await);
+    assert_eq!((job.kind, job.state), (api::JobKind::Upgrade, api::JobState::Succeeded), "{job:?}");
+    let app: api::App = get(&http, &server, &token, "/apps/cache").await;
+    assert_eq!((app.deployment_id.as_str(), app.state), (upgrade.id.as_str(), api::AppState::Running));
+    let logs: api::AppLogs = get(&http, &server, &token, "/apps/cache/logs").await;
+    assert!(!logs.lines.is_empty(), "{logs:?}");
+    assert_eq!(logs.health.as_ref().map(|h| h["healthy"].clone()), Some(json!(true)), "{logs:?}");
 
     // Stop, start, then uninstall through the API.
     let stopped = http.post(server.api("/apps/cache/stop")).bearer_auth(&token).send().await.unwrap();
@@ -292,13 +338,7 @@ async fn cancelling_a_running_job_stops_the_recipe_and_destroys_what_it_made() {
     let accepted = deploy(&http, &server, &token, json!({"recipe": "nginx", "app_id": "slow"})).await;
 
     // Wait until the recipe is inside the slow step, then cancel.
-    let mut response =
-        http.get(server.api(&format!("/deployments/{}/events", accepted.id))).bearer_auth(&token).send().await.unwrap();
-    let mut seen = String::new();
-    while !seen.contains("Installing") {
-        let chunk = response.chunk().await.unwrap().expect("the stream stays open while the job runs");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let (mut response, mut seen) = follow_until(&http, &server, &token, &accepted.id, "Installing").await;
     let cancel = http.delete(server.api(&format!("/deployments/{}", accepted.id))).bearer_auth(&token).send().await;
     assert_eq!(cancel.unwrap().status(), 202);
     while let Some(chunk) = response.chunk().await.unwrap() {
@@ -308,8 +348,7 @@ async fn cancelling_a_running_job_stops_the_recipe_and_destroys_what_it_made() {
     assert_eq!(job.state, api::JobState::Cancelled, "{job:?}");
     let destroyed = job.error.as_ref().and_then(|e| e["destroyed"].as_array().cloned()).unwrap_or_default();
     assert_eq!(destroyed.len(), 1, "the container it created is destroyed: {job:?}");
-    let apps: api::AppList =
-        http.get(server.api("/apps")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let apps: api::AppList = get(&http, &server, &token, "/apps").await;
     assert!(apps.apps.is_empty(), "{apps:?}");
     let again = http.delete(server.api(&format!("/deployments/{}", accepted.id))).bearer_auth(&token).send().await;
     assert_eq!(again.unwrap().status(), 409, "a finished job cannot be cancelled");
@@ -334,14 +373,15 @@ async fn a_hundred_simultaneous_deploys_each_finish_exactly_once() {
         assert_eq!(events.iter().filter(|e| e.kind == "end").count(), 1, "{}", a.id);
         assert_eq!(final_job(&events).state, api::JobState::Succeeded, "{}", a.id);
     }
-    let apps: api::AppList =
-        http.get(server.api("/apps")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let apps: api::AppList = get(&http, &server, &token, "/apps").await;
     let mut ids: Vec<String> = apps.apps.into_iter().map(|a| a.id).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 100);
     let metrics = http.get(server.api("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("proximity_jobs_total{kind=\"install\",result=\"succeeded\"} 100"), "{metrics}");
+    assert!(metrics.contains("proximity_capability_calls_total{capability=\"create-lxc\",outcome=\"ok\"} 100"));
+    assert!(metrics.contains("proximity_jobs_running 0"), "{metrics}");
 }
 
 /// Proximity's containers in an lxcpath that belong to `job`.
@@ -370,28 +410,14 @@ async fn after_a_crash_mid_install_on_lxc_the_restarted_server_cleans_up() {
     let mut server = Server::start(data.path(), &["--backend", "lxc", "--lxc-path", lxcpath.to_str().unwrap()]);
     let http = client();
     let accepted = deploy(&http, &server, &token, json!({"recipe": "nginx", "app_id": "crash-me"})).await;
-    let mut response =
-        http.get(server.api(&format!("/deployments/{}/events", accepted.id))).bearer_auth(&token).send().await.unwrap();
-    let mut seen = String::new();
-    while !seen.contains("Installing") {
-        let chunk = response.chunk().await.unwrap().expect("the job runs");
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let (response, seen) = follow_until(&http, &server, &token, &accepted.id, "Installing").await;
     drop(response);
     let before = parse_sse(&seen).len();
     assert_eq!(containers_of_job(&lxcpath, &accepted.id).len(), 1, "the install made its container");
 
     server.restart();
     assert!(containers_of_job(&lxcpath, &accepted.id).is_empty(), "the restarted server destroyed it");
-    let job: api::Job = http
-        .get(server.api(&format!("/deployments/{}", accepted.id)))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: api::Job = get(&http, &server, &token, &format!("/deployments/{}", accepted.id)).await;
     assert_eq!(job.state, api::JobState::Interrupted, "{job:?}");
     let after = events(&http, &server, &token, &accepted.id, None).await;
     assert!(after.len() > before, "no event lost, recovery notes added: {after:?}");
@@ -402,15 +428,7 @@ async fn after_a_crash_mid_install_on_lxc_the_restarted_server_cleans_up() {
         deploy(&http, &server, &token, json!({"recipe": "nginx", "params": {"greeting": "via the API"}})).await;
     let job = final_job(&events(&http, &server, &token, &accepted.id, None).await);
     assert_eq!(job.state, api::JobState::Succeeded, "{job:?}");
-    let app: api::App = http
-        .get(server.api(&format!("/apps/{}", accepted.app_id)))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let app: api::App = get(&http, &server, &token, &format!("/apps/{}", accepted.app_id)).await;
     let url = app.url.clone().expect("nginx reports its URL");
     let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
     assert!(page.contains("via the API"), "{page}");
@@ -426,4 +444,72 @@ async fn after_a_crash_mid_install_on_lxc_the_restarted_server_cleans_up() {
     let job = final_job(&events(&http, &server, &token, &removal.id, None).await);
     assert_eq!(job.state, api::JobState::Succeeded, "{job:?}");
     assert!(!lxcpath.join(&app.containers[0]).exists(), "uninstall destroyed the container");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_and_key_the_server_speaks_https_only() {
+    let data = tempfile::tempdir().unwrap();
+    let token = create_token(data.path(), "ops");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let server = Server::start(
+        data.path(),
+        &["--backend", "sim", "--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()],
+    );
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let apps = trusting.get(server.api("/apps")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(apps.status(), 200);
+    // A client that does not trust the certificate is refused, and plain HTTP gets no answer.
+    assert!(client().get(server.api("/healthz")).send().await.is_err(), "untrusted certificate accepted");
+    let plain = server.api("/healthz").replacen("https://", "http://", 1);
+    assert!(!client().get(plain).send().await.map(|r| r.status().is_success()).unwrap_or(false));
+
+    // Half a TLS configuration is an error, said before anything else happens.
+    let out = proximity()
+        .args(["serve", "--backend", "sim", "--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("both tls_cert and tls_key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_gives_running_jobs_their_grace_then_cancels_and_cleans_up() {
+    let data = tempfile::tempdir().unwrap();
+    let catalog = slow_catalog();
+    // Settings from a TOML file: the simulator, and one second of grace.
+    let config = data.path().join("proximity.toml");
+    let toml = format!("backend = \"sim\"\nshutdown_grace_secs = 1\ncatalog = {:?}\n", catalog.path());
+    std::fs::write(&config, toml).unwrap();
+    let token = create_token(data.path(), "ops");
+    let mut server = Server::start(data.path(), &["--config", config.to_str().unwrap()]);
+    let http = client();
+    let health: api::Health = http.get(server.api("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health.backend, "sim", "the file's backend is used");
+    let accepted = deploy(&http, &server, &token, json!({"recipe": "nginx", "app_id": "slow"})).await;
+    let (mut response, mut seen) = follow_until(&http, &server, &token, &accepted.id, "Installing").await;
+    let status = server.terminate();
+    assert!(status.success(), "a clean exit after SIGTERM: {status:?}");
+    // The open event stream saw the end of the job before the server went.
+    while let Ok(Some(chunk)) = response.chunk().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let job = final_job(&parse_sse(&seen));
+    assert_eq!(job.state, api::JobState::Cancelled, "{job:?}");
+
+    server.restart();
+    let job: api::Job = get(&http, &server, &token, &format!("/deployments/{}", accepted.id)).await;
+    assert_eq!(job.state, api::JobState::Cancelled, "recorded before exit, so not `interrupted`: {job:?}");
+    let destroyed = job.error.as_ref().and_then(|e| e["destroyed"].as_array().cloned()).unwrap_or_default();
+    assert_eq!(destroyed.len(), 1, "{job:?}");
 }

@@ -490,6 +490,38 @@ impl SseParser {
     }
 }
 
+/// The events of a whole `text/event-stream` body (a finished job's stream),
+/// in order; for tools and tests that read the body in one piece.
+pub fn job_events_from_sse(body: &[u8]) -> Result<Vec<api::JobEvent>> {
+    let mut parser = SseParser::default();
+    let mut messages = parser.feed(body);
+    messages.extend(parser.feed(b"\n\n"));
+    messages
+        .into_iter()
+        .filter(|m| !m.data.is_empty())
+        .map(|m| serde_json::from_str(&m.data).with_context(|| format!("event data is not a job event: {}", m.data)))
+        .collect()
+}
+
+/// A job for the client's tests, with this state and result.
+#[cfg(test)]
+pub(crate) fn sample_job(state: api::JobState, result: serde_json::Value) -> api::Job {
+    api::Job {
+        id: "x".into(),
+        kind: api::JobKind::Install,
+        recipe: "hello".into(),
+        version: "1.0.0".into(),
+        app_id: "hello-1".into(),
+        state,
+        dry_run: false,
+        created_at: "2025-01-01T00:00:00Z".into(),
+        started_at: None,
+        finished_at: None,
+        result: Some(result),
+        error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,20 +632,7 @@ mod tests {
     }
 
     fn job(state: api::JobState) -> api::Job {
-        api::Job {
-            id: "x".into(),
-            kind: api::JobKind::Install,
-            recipe: "hello".into(),
-            version: "1.0.0".into(),
-            app_id: "hello-1".into(),
-            state,
-            dry_run: false,
-            created_at: "2025-01-01T00:00:00Z".into(),
-            started_at: None,
-            finished_at: None,
-            result: Some(serde_json::json!({"url": "http://10.0.3.2/"})),
-            error: None,
-        }
+        sample_job(state, serde_json::json!({"url": "http://10.0.3.2/"}))
     }
 
     fn event(seq: u64, kind: &str, message: Option<&str>, job: Option<api::Job>) -> api::JobEvent {

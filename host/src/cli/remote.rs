@@ -36,7 +36,26 @@ pub async fn deploy(client: &Client, request: api::DeployRequest, json: bool) ->
     };
     let dry_run = if request.dry_run { " (dry run)" } else { "" };
     eprintln!("deploying {recipe} as {} (job {}){dry_run}", accepted.app_id, accepted.id);
-    follow(client, &accepted.id, json).await
+    let code = follow(client, &accepted.id, json).await?;
+    if code == ExitCode::SUCCESS && !request.dry_run && !json {
+        show_secrets_once(client, &accepted.app_id).await?;
+    }
+    Ok(code)
+}
+
+/// The app's secret parameters (generated passwords among them), shown at
+/// the end of its deploy; afterwards only `proximity apps secrets` shows them.
+async fn show_secrets_once(client: &Client, app_id: &str) -> Result<()> {
+    let app = client.app(app_id).await?;
+    if app.secrets.is_empty() {
+        return Ok(());
+    }
+    let secrets = client.secrets(app_id).await?;
+    println!("  secrets (shown now; later with `proximity apps secrets {app_id}`):");
+    for (name, value) in &secrets.secrets {
+        println!("    {name} = {value}");
+    }
+    Ok(())
 }
 
 /// Follow a job the server accepted until it ends, then print how it ended
@@ -548,20 +567,8 @@ mod tests {
     use axum::response::{IntoResponse, Response};
 
     fn job(state: api::JobState) -> api::Job {
-        api::Job {
-            id: "x".into(),
-            kind: api::JobKind::Install,
-            recipe: "hello".into(),
-            version: "1.0.0".into(),
-            app_id: "hello-1".into(),
-            state,
-            dry_run: false,
-            created_at: "2025-01-01T00:00:00Z".into(),
-            started_at: None,
-            finished_at: None,
-            result: Some(json!({"result": {"action": "installed", "app": {"url": "http://10.0.3.2/", "ports": []}}})),
-            error: None,
-        }
+        let result = json!({"result": {"action": "installed", "app": {"url": "http://10.0.3.2/", "ports": []}}});
+        crate::cli::client::sample_job(state, result)
     }
 
     fn sse(events: &[(u64, &str, Option<api::JobState>)]) -> Response {

@@ -51,6 +51,10 @@ pub struct ServeConfig {
     pub cache_dir: Option<PathBuf>,
     pub max_memory_mb: u32,
     pub max_timeout_secs: u64,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS itself.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -67,6 +71,8 @@ impl Default for ServeConfig {
             cache_dir: None,
             max_memory_mb: 512,
             max_timeout_secs: 3600,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -100,6 +106,14 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_node: Option<usize>,
+    /// PEM certificate chain for HTTPS (with --tls-key).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -147,6 +161,12 @@ pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>> {
 
 pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let config = ServeConfig::load(&args)?;
+    // Checked first: a bad certificate should not wait for recipe builds.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::server::tls_config(cert, key).await?),
+        (None, None) => None,
+        _ => bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
+    };
     let store = open_store(&config)?;
     let catalog = Catalog::new(&config.catalog);
     let entries = catalog.entries().with_context(|| format!("reading the catalog {}", config.catalog.display()))?;
@@ -188,14 +208,19 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let bound = listener.local_addr()?;
-    if !bound.ip().is_loopback() {
+    if !bound.ip().is_loopback() && tls.is_none() {
         eprintln!(
             "proximity: listening on {bound}, beyond this host: put TLS in front (a reverse proxy, see the README)"
         );
     }
     // Printed for people and for tests that start the server on port 0.
-    println!("proximity: serving {} recipe(s) on http://{bound}/ with the {} backend", entries.len(), config.backend);
-    crate::server::serve(listener, crate::server::ServerState { jobs }, shutdown_signal()).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "proximity: serving {} recipe(s) on {scheme}://{bound}/ with the {} backend",
+        entries.len(),
+        config.backend
+    );
+    crate::server::serve_with(listener, tls, crate::server::ServerState { jobs }, shutdown_signal()).await?;
     eprintln!("proximity: stopped");
     Ok(ExitCode::SUCCESS)
 }

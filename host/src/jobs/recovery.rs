@@ -80,28 +80,14 @@ impl Jobs {
             let mut events = Vec::new();
             for note in &notes {
                 seq += 1;
-                events.push(api::JobEvent {
-                    seq,
-                    elapsed_ms: 0,
-                    kind: "host".into(),
-                    name: None,
-                    level: None,
-                    message: Some(format!("recovery at {}: {note}", now_rfc3339())),
-                    job: None,
-                });
+                let message = Some(format!("recovery at {}: {note}", now_rfc3339()));
+                events.push(api::JobEvent { message, ..api::JobEvent::new(seq, 0, "host") });
             }
             let error = json!({"kind": "interrupted", "message": notes.join("; ")});
             store.set_job_state(&job.id, api::JobState::Interrupted, None, Some(&error))?;
             seq += 1;
-            events.push(api::JobEvent {
-                seq,
-                elapsed_ms: 0,
-                kind: "end".into(),
-                name: None,
-                level: None,
-                message: None,
-                job: store.job(&job.id)?.map(Box::new),
-            });
+            let finished = store.job(&job.id)?.map(Box::new);
+            events.push(api::JobEvent { job: finished, ..api::JobEvent::new(seq, 0, "end") });
             store.append_events(&job.id, &events)?;
             tracing::warn!(job = %job.id, "recovered an interrupted job: {}", notes.join("; "));
             report.interrupted.push(job.id);

@@ -17,7 +17,7 @@ use crate::backend::{Backend, ExecRequest};
 use crate::catalog::CatalogEntry;
 use crate::deploy::PreparedDeploy;
 use crate::events::{Event, EventKind, EventSink};
-use crate::runtime::{ActionResult, LoadedRecipe, RunError, RunFailure, RunOutcome};
+use crate::runtime::{Action, ActionResult, LoadedRecipe, RunError, RunFailure, RunOutcome};
 use crate::store::{now_rfc3339, AppRecord};
 
 /// A validated job, ready for the pool.
@@ -43,15 +43,8 @@ struct Recorder {
 
 impl Recorder {
     fn record(&self, kind: &str, fill: impl FnOnce(&mut api::JobEvent)) {
-        let mut event = api::JobEvent {
-            seq: self.seq.fetch_add(1, Ordering::SeqCst) + 1,
-            elapsed_ms: self.started.elapsed().as_millis() as u64,
-            kind: kind.to_string(),
-            name: None,
-            level: None,
-            message: None,
-            job: None,
-        };
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut event = api::JobEvent::new(seq, self.started.elapsed().as_millis() as u64, kind);
         fill(&mut event);
         if let Err(err) = self.jobs.store().append_event(&self.job_id, &event) {
             tracing::error!(job = %self.job_id, "cannot store an event: {err}");
@@ -160,9 +153,13 @@ impl Jobs {
         let containers = work.app.as_ref().map(|a| a.container_refs.clone()).unwrap_or_default();
         let proxy = services.proxy.clone();
         let mut request = match (work.job.kind, &work.app) {
-            (api::JobKind::Upgrade, Some(app)) => {
-                work.prepared.upgrade_request(app.app.version.clone(), containers, backend, proxy, sink)
-            }
+            (api::JobKind::Upgrade, Some(app)) => work.prepared.request(
+                Action::Upgrade { from_version: app.app.version.clone() },
+                containers,
+                backend,
+                proxy,
+                sink,
+            ),
             (api::JobKind::Uninstall, _) => work.prepared.uninstall_request(containers, backend, proxy, sink),
             _ => work.prepared.install_request(backend, proxy, sink),
         };
@@ -351,7 +348,8 @@ async fn health_report(jobs: &Jobs, record: &AppRecord) -> Option<serde_json::Va
     };
     let prepared = crate::deploy::prepare(entry.manifest.clone(), input).ok()?;
     let services = &jobs.inner.services;
-    let request = prepared.health_request(
+    let request = prepared.request(
+        Action::Health,
         record.container_refs.clone(),
         services.backend.clone(),
         services.proxy.clone(),

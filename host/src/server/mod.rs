@@ -13,6 +13,7 @@ pub mod error;
 mod routes;
 mod sse;
 
+use axum_server::tls_rustls::RustlsConfig;
 use std::future::Future;
 use std::time::Instant;
 
@@ -117,6 +118,25 @@ pub async fn serve(
     state: ServerState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, None, state, shutdown).await
+}
+
+/// Load a PEM certificate chain and private key for [`serve_with`].
+pub async fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<RustlsConfig> {
+    // One process-wide crypto provider; a second install attempt is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    RustlsConfig::from_pem_file(cert, key).await.map_err(|err| {
+        std::io::Error::new(err.kind(), format!("TLS certificate {} / key {}: {err}", cert.display(), key.display()))
+    })
+}
+
+/// [`serve`], over TLS when `tls` is given.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    tls: Option<RustlsConfig>,
+    state: ServerState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let jobs = state.jobs.clone();
     let streams = CancellationToken::new();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
@@ -133,10 +153,23 @@ pub async fn serve(
         }
     };
     if let Ok(address) = listener.local_addr() {
-        tracing::info!("listening on http://{address}{}", api::PREFIX);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{address}{}", api::PREFIX);
     }
     let app = router(state).layer(Extension(ShutdownSignal(streams.clone())));
-    let served = axum::serve(listener, app).with_graceful_shutdown(signal).await;
+    let served = match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(signal).await,
+        Some(config) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                signal.await;
+                stopper.graceful_shutdown(None);
+            });
+            let listener = listener.into_std()?;
+            axum_server::from_tcp_rustls(listener, config).handle(handle).serve(app.into_make_service()).await
+        }
+    };
     match started_rx.await {
         Ok(stopping) => {
             if let Err(err) = stopping.await {

@@ -24,24 +24,26 @@ impl Recipe for Redis {
         progress::step("Installing Redis");
         c.install_packages(&["redis-server"])?;
 
-        progress::step("Configuring Redis");
-        let config =
-            template::render(CONFIG_TEMPLATE, &[("password", password), ("maxmemory-mb", &maxmemory_mb.to_string())])?;
-        // The file holds the password: readable by the redis user only.
-        c.write_file_with(
-            CONFIG_PATH,
-            config,
-            &FileOptions { mode: 0o640, owner: Some("redis".into()), group: Some("redis".into()) },
-        )?;
-        c.run(&["systemctl", "enable", "redis-server"])?;
-        c.run(&["systemctl", "restart", "redis-server"])?;
-
-        progress::step("Waiting for Redis");
-        c.wait_port(PORT, START_TIMEOUT)?;
-        ping(&c, password)?;
-
+        configure_and_start(&c, password, maxmemory_mb)?;
         let address = c.address()?;
-        Ok(AppInfo::new().with_url(format!("redis://{address}:{PORT}")).with_address(address).with_port(PORT))
+        Ok(app_info(address))
+    }
+
+    /// Debian's newest redis-server for this release, with the app's
+    /// current parameters written again.
+    fn upgrade(ctx: &Context, from_version: &str) -> Result<AppInfo> {
+        let password = ctx.param_str("password")?;
+        let maxmemory_mb = ctx.param_int("maxmemory-mb")?;
+        let c = app_container()?;
+
+        progress::step("Upgrading Redis");
+        log::info(format!("from recipe version {from_version}"));
+        c.run(&["apt-get", "update", "-q"])?;
+        let options = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(Duration::from_secs(600));
+        c.run_with(&["apt-get", "install", "-y", "-q", "--only-upgrade", "redis-server"], &options)?;
+
+        configure_and_start(&c, password, maxmemory_mb)?;
+        Ok(app_info(c.address()?))
     }
 
     fn health(ctx: &Context) -> Result<HealthReport> {
@@ -50,6 +52,29 @@ impl Recipe for Redis {
         let check = c.wait_port(PORT, HEALTH_TIMEOUT).and_then(|()| ping(&c, password));
         Ok(HealthReport::from_checks(vec![HealthCheck::from_result("ping", &check, "PING answered PONG")]))
     }
+}
+
+fn app_info(address: String) -> AppInfo {
+    AppInfo::new().with_url(format!("redis://{address}:{PORT}")).with_address(address).with_port(PORT)
+}
+
+/// Write the configuration, (re)start the service, and wait until it answers.
+fn configure_and_start(c: &Container, password: &str, maxmemory_mb: i64) -> Result<()> {
+    progress::step("Configuring Redis");
+    let config =
+        template::render(CONFIG_TEMPLATE, &[("password", password), ("maxmemory-mb", &maxmemory_mb.to_string())])?;
+    // The file holds the password: readable by the redis user only.
+    c.write_file_with(
+        CONFIG_PATH,
+        config,
+        &FileOptions { mode: 0o640, owner: Some("redis".into()), group: Some("redis".into()) },
+    )?;
+    c.run(&["systemctl", "enable", "redis-server"])?;
+    c.run(&["systemctl", "restart", "redis-server"])?;
+
+    progress::step("Waiting for Redis");
+    c.wait_port(PORT, START_TIMEOUT)?;
+    ping(c, password)
 }
 
 /// `PING` through redis-cli inside the container; the password travels in
