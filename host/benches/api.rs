@@ -8,12 +8,16 @@
 //! - full: POST, then `GET /api/v1/deployments/{id}/events` read until the
 //!   stream ends after its `end` event (which must say `succeeded`);
 //! - deploys/s: full deploys completed per second of wall time;
-//! - overhead: full-deploy latency through the API minus that of the same
+//! - CPU/deploy: the process's CPU time (server and clients together) per deploy;
+//! - overhead: full-deploy p99 through the API minus the p99 of the same
 //!   nginx deploy run directly with `Runtime::run` (no HTTP, no store, no
 //!   job manager), as `benches/runtime.rs` does.
 //!
 //! Server, clients and direct runs share one 2-thread tokio runtime. No timing
 //! is asserted; every deploy must succeed.
+//!
+//! The listener is bound as `proximity serve` binds it (the server sets
+//! TCP_NODELAY on it: this bench showed ~40 ms delayed-ACK stalls without).
 //!
 //! Needs the catalog's recipes built: `cargo xtask build-recipes`.
 
@@ -35,10 +39,10 @@ use proximity::store::Store;
 /// Deploys per concurrency level, split evenly across its clients.
 const DEPLOYS_PER_LEVEL: usize = 200;
 const LEVELS: [usize; 3] = [1, 10, 100];
-/// Jobs running at once, overall and per node: above the 100 clients' peak
-/// would let all of them run; 64 keeps the pool bounded as a real server
-/// would (the default is 8/4) while leaving the HTTP path, not the queue, as
-/// the main thing measured. Beyond 64 jobs in flight, the rest queue.
+/// Jobs running at once, overall and per node (`proximity serve` defaults to
+/// 8 and 4): high enough that at 1 and 10 clients no job waits for a slot and
+/// at 100 the job pool is not the bottleneck (each sim deploy holds its slot
+/// for well under a millisecond of CPU), yet bounded as a real server's is.
 const CONCURRENCY: usize = 64;
 const PER_NODE: usize = 64;
 const TARGET_OVERHEAD: Duration = Duration::from_millis(50);
@@ -61,6 +65,18 @@ fn fmt(d: Duration) -> String {
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 fn sim_backend(entries: &[CatalogEntry]) -> SimBackend {
@@ -135,7 +151,7 @@ struct Level {
     post: Vec<Duration>,
     full: Vec<Duration>,
     per_second: f64,
-    direct: Vec<Duration>,
+    cpu: Duration,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -170,14 +186,7 @@ async fn main() {
     let services = Services { runtime: runtime.clone(), catalog, backend, proxy: Arc::new(sim), store: store.clone() };
     let jobs = Jobs::new(services, jobs_config, metrics);
     jobs.recover().await.unwrap();
-    let listener = if std::env::var_os("BENCH_NODELAY").is_some() {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_nodelay(true).unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        socket.listen(1024).unwrap()
-    } else {
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
-    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, ServerState { jobs }, async move {
@@ -190,8 +199,8 @@ async fn main() {
         entries.len()
     );
     println!(
-        "jobs: concurrency {CONCURRENCY}, per-node {PER_NODE} (vs serve's default 8/4: so that the 100-client \
-         level measures the API and job manager rather than a short queue; beyond 64 jobs in flight, jobs queue)"
+        "jobs: concurrency {CONCURRENCY}, per-node {PER_NODE} (serve's defaults are 8/4): no job waits for a slot \
+         at 1 or 10 clients, and at 100 the pool, not the defaults' short queue, is what the API is measured with"
     );
     println!(
         "{DEPLOYS_PER_LEVEL} deploys per level, split across the clients; one reqwest client each; 2 tokio threads"
@@ -210,23 +219,26 @@ async fn main() {
 
     // Direct runs alone, one at a time: the baseline the target is about.
     let mut serial = Vec::new();
+    let cpu = cpu_time();
     for _ in 0..DEPLOYS_PER_LEVEL {
         serial.push(direct_deploy(&runtime, &loaded, &entry, sim_backend(&entries)).await);
     }
+    let direct_cpu = (cpu_time() - cpu) / serial.len() as u32;
     serial.sort();
     println!(
-        "direct Runtime::run (serial, {} runs): p50 {}, p99 {}",
+        "direct Runtime::run (serial, {} runs): p50 {}, p99 {}, CPU/deploy {}",
         serial.len(),
         fmt(pct(&serial, 50.0)),
-        fmt(pct(&serial, 99.0))
+        fmt(pct(&serial, 99.0)),
+        fmt(direct_cpu)
     );
 
-    let entries = Arc::new(entries);
     let mut levels = Vec::new();
     for clients in LEVELS {
         let per_client = DEPLOYS_PER_LEVEL / clients;
 
         // Through the API.
+        let cpu = cpu_time();
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..clients {
@@ -245,88 +257,57 @@ async fn main() {
             samples.extend(task.await.expect("a client panicked"));
         }
         let wall = started.elapsed();
+        let cpu = (cpu_time() - cpu) / samples.len() as u32;
         let per_second = samples.len() as f64 / wall.as_secs_f64();
         let (mut post, mut full): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
         post.sort();
         full.sort();
-        if clients == 1 {
-            let v: Vec<u128> = full.iter().step_by(10).map(|d| d.as_millis()).collect();
-            eprintln!("full ms deciles: {v:?}");
-        }
-
-        // Directly, at the same concurrency.
-        let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let (runtime, loaded, entry, entries) = (runtime.clone(), loaded.clone(), entry.clone(), entries.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut samples = Vec::with_capacity(per_client);
-                for _ in 0..per_client {
-                    samples.push(direct_deploy(&runtime, &loaded, &entry, sim_backend(&entries)).await);
-                }
-                samples
-            }));
-        }
-        let mut direct = Vec::new();
-        for task in tasks {
-            direct.extend(task.await.expect("a direct run panicked"));
-        }
-        direct.sort();
-        levels.push(Level { clients, post, full, per_second, direct });
+        levels.push(Level { clients, post, full, per_second, cpu });
     }
 
     let direct_p99 = pct(&serial, 99.0);
     println!();
     println!(
-        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>9} {:>9} | {:>12} {:>12}",
-        "clients",
-        "POST p50",
-        "POST p99",
-        "full p50",
-        "full p99",
-        "deploys/s",
-        "dir p50",
-        "dir p99",
-        "ovh p99 ser",
-        "ovh p99 same"
+        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} | {:>12}",
+        "clients", "POST p50", "POST p99", "full p50", "full p99", "deploys/s", "CPU/deploy", "overhead p99"
     );
     let mut last = None;
     for level in &levels {
-        let full_p99 = pct(&level.full, 99.0);
-        let same_p99 = pct(&level.direct, 99.0);
-        let vs_serial = full_p99.saturating_sub(direct_p99);
-        let vs_same = full_p99.saturating_sub(same_p99);
+        let overhead = pct(&level.full, 99.0).saturating_sub(direct_p99);
         println!(
-            "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9.1} | {:>9} {:>9} | {:>12} {:>12}",
+            "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9.1} | {:>10} | {:>12}",
             level.clients,
             fmt(pct(&level.post, 50.0)),
             fmt(pct(&level.post, 99.0)),
             fmt(pct(&level.full, 50.0)),
-            fmt(full_p99),
+            fmt(pct(&level.full, 99.0)),
             level.per_second,
-            fmt(pct(&level.direct, 50.0)),
-            fmt(same_p99),
-            fmt(vs_serial),
-            fmt(vs_same)
+            fmt(level.cpu),
+            fmt(overhead)
         );
-        last = Some((level.clients, vs_serial, vs_same));
+        last = Some((level, overhead));
     }
     println!();
     println!(
-        "full = POST + event stream until its end event (all {} deploys succeeded);",
+        "full = POST + event stream until its end event (all {} deploys succeeded); CPU/deploy = the process's",
         levels.len() * DEPLOYS_PER_LEVEL
     );
-    println!("dir = Runtime::run at the same concurrency, no HTTP/store/jobs; ovh p99 = full p99 minus");
-    println!("  the direct p99: `ser` against serial direct runs, `same` against direct runs at that concurrency.");
-    let (clients, vs_serial, vs_same) = last.unwrap();
-    let verdict = |d: Duration| if d < TARGET_OVERHEAD { "met" } else { "MISSED" };
     println!(
-        "{clients}-client p99 host overhead: {} vs serial direct run (target < {}: {}), {} vs direct runs at the \
-         same concurrency ({})",
-        fmt(vs_serial),
+        "CPU time (server + clients) per deploy, {} for a direct run; overhead p99 = full p99 - direct p99 ({}).",
+        fmt(direct_cpu),
+        fmt(direct_p99)
+    );
+    let (level, overhead) = last.unwrap();
+    let verdict = if overhead < TARGET_OVERHEAD { "met" } else { "MISSED" };
+    println!(
+        "{}-client p99 host overhead: {} (target < {}: {verdict}); with {} clients in flight at {:.0} deploys/s, \
+         Little's law puts the mean full latency at {} here",
+        level.clients,
+        fmt(overhead),
         fmt(TARGET_OVERHEAD),
-        verdict(vs_serial),
-        fmt(vs_same),
-        verdict(vs_same)
+        level.clients,
+        level.per_second,
+        fmt(Duration::from_secs_f64(level.clients as f64 / level.per_second))
     );
 
     let _ = stop_tx.send(());
