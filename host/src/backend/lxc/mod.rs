@@ -424,7 +424,7 @@ impl Backend for LxcBackend {
     async fn wait_tcp(&self, container: &ContainerRef, port: u16, timeout: Duration) -> Result<(), BackendError> {
         let deadline = Instant::now() + timeout;
         let ip = self.address(container, timeout).await?;
-        net::wait_tcp(&ip, port, deadline, timeout).await
+        super::probe::wait_tcp(&ip, port, deadline, timeout).await
     }
 
     async fn wait_http(
@@ -435,7 +435,7 @@ impl Backend for LxcBackend {
     ) -> Result<u16, BackendError> {
         let deadline = Instant::now() + timeout;
         let ip = self.address(container, timeout).await?;
-        net::wait_http(&ip, probe.port, &probe.path, probe.expect_status, deadline, timeout).await
+        super::probe::wait_http(&ip, probe.port, &probe.path, probe.expect_status, deadline, timeout).await
     }
 }
 
