@@ -16,6 +16,7 @@ use proximity::events::{Event, EventSink};
 use proximity::runtime::{LoadedRecipe, RunError, RunOutcome, Runtime};
 
 pub mod lxc;
+pub mod sshd;
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()

@@ -7,6 +7,8 @@
 //! capability layer has already checked that the run may make it.
 
 pub mod lxc;
+pub mod probe;
+pub mod proxmox;
 pub mod sim;
 
 use std::time::Duration;

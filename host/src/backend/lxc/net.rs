@@ -4,7 +4,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-
 use super::super::BackendError;
 use super::process::{lock_file, tool};
 

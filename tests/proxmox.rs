@@ -1,0 +1,265 @@
+//! The proxmox backend end to end, with the real parts that run here:
+//!
+//! - the PVE API simulator over HTTPS, which refuses every request that does
+//!   not validate against the official API schema (and records it);
+//! - real LXC containers behind the simulated ones (`LxcMachines`);
+//! - a real OpenSSH sshd on loopback whose `pct` is `host/tests/fixtures/pct`,
+//!   which does to those containers what `pct` would.
+//!
+//! Recipes run through the proxmox backend exactly as against a cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proximity::backend::lxc::LxcBackend;
+use proximity::backend::proxmox::api::PveAuth;
+use proximity::backend::proxmox::ssh::{HostKeyPolicy, SshAuth};
+use proximity::backend::proxmox::tls::PveTls;
+use proximity::backend::proxmox::{labels, ProxmoxBackend, ProxmoxConfig, SshConfig};
+use proximity::backend::{Backend, ContainerRef, ContainerSpec, Features, IpConfig, NetworkSpec, NoProxies, Ownership};
+use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
+use proximity_pve_sim::{MachineFuture, Machines, PveSim, SimOptions};
+use proximity_tests::lxc::{backend as lxc_backend, lxcpath, unique, Cleanup};
+use proximity_tests::sshd::Sshd;
+use proximity_tests::{install_on, prepared, recipe, repo_root};
+
+const TEMPLATE: &str = "debian-12-standard_12.7-1_amd64.tar.zst";
+
+/// The simulator's containers, made real with the lxc backend.
+#[derive(Clone)]
+struct LxcMachines(Arc<MachineState>);
+
+struct MachineState {
+    lxc: Arc<LxcBackend>,
+    /// Where the `pct` shim finds each VMID's LXC name.
+    state: std::path::PathBuf,
+    containers: Mutex<HashMap<u32, ContainerRef>>,
+    addresses: Mutex<HashMap<u32, String>>,
+}
+
+impl MachineState {
+    fn container(&self, vmid: u32) -> Result<ContainerRef, String> {
+        self.containers.lock().unwrap().get(&vmid).cloned().ok_or_else(|| format!("no machine for CT {vmid}"))
+    }
+}
+
+fn spec_from(config: &BTreeMap<String, String>) -> ContainerSpec {
+    let number = |key: &str, default: u32| config.get(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let features = config.get("features").cloned().unwrap_or_default();
+    ContainerSpec {
+        hostname: config.get("hostname").cloned().unwrap_or_else(|| "ct".into()),
+        os_template: "debian-12".into(),
+        cores: number("cores", 1),
+        memory_mb: number("memory", 512),
+        swap_mb: number("swap", 0),
+        disk_gb: 4,
+        features: Features {
+            nesting: features.contains("nesting=1"),
+            keyctl: features.contains("keyctl=1"),
+            fuse: features.contains("fuse=1"),
+        },
+        unprivileged: config.get("unprivileged").map(String::as_str) == Some("1"),
+        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
+        tags: vec!["proximity".into()],
+    }
+}
+
+impl Machines for LxcMachines {
+    fn create(&self, vmid: u32, config: BTreeMap<String, String>) -> MachineFuture {
+        let this = self.0.clone();
+        Box::pin(async move {
+            let owner = config
+                .get("description")
+                .and_then(|d| labels::parse(d))
+                .ok_or_else(|| "the container has no Proximity labels in its description".to_string())?;
+            let c = this.lxc.create(&owner, &spec_from(&config)).await.map_err(|e| e.to_string())?;
+            std::fs::write(this.state.join(vmid.to_string()), &c.id).map_err(|e| e.to_string())?;
+            this.containers.lock().unwrap().insert(vmid, c);
+            Ok(())
+        })
+    }
+
+    fn start(&self, vmid: u32) -> MachineFuture {
+        let this = self.0.clone();
+        Box::pin(async move {
+            let c = this.container(vmid)?;
+            this.lxc.start(&c).await.map_err(|e| e.to_string())?;
+            let ip = this.lxc.address(&c, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+            this.addresses.lock().unwrap().insert(vmid, format!("{ip}/24"));
+            Ok(())
+        })
+    }
+
+    fn stop(&self, vmid: u32) -> MachineFuture {
+        let this = self.0.clone();
+        Box::pin(async move {
+            let c = this.container(vmid)?;
+            this.addresses.lock().unwrap().remove(&vmid);
+            this.lxc.stop(&c).await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn destroy(&self, vmid: u32) -> MachineFuture {
+        let this = self.0.clone();
+        Box::pin(async move {
+            let c = this.container(vmid)?;
+            this.lxc.destroy(&c).await.map_err(|e| e.to_string())?;
+            this.containers.lock().unwrap().remove(&vmid);
+            let _ = std::fs::remove_file(this.state.join(vmid.to_string()));
+            Ok(())
+        })
+    }
+
+    fn address(&self, vmid: u32) -> Option<String> {
+        self.0.addresses.lock().unwrap().get(&vmid).cloned()
+    }
+}
+
+/// Simulator + real containers + sshd with the `pct` shim, and a proxmox
+/// backend wired to them.
+struct Cluster {
+    sim: PveSim,
+    _sshd: Sshd,
+    _state: tempfile::TempDir,
+    backend: Arc<ProxmoxBackend>,
+}
+
+async fn cluster(auth: Option<PveAuth>) -> Cluster {
+    let state = tempfile::tempdir().unwrap();
+    let machines = LxcMachines(Arc::new(MachineState {
+        lxc: Arc::new(lxc_backend().await),
+        state: state.path().to_path_buf(),
+        containers: Mutex::default(),
+        addresses: Mutex::default(),
+    }));
+    let sim =
+        PveSim::start_with_machines(SimOptions::default(), Arc::new(machines)).await.expect("the simulator starts");
+    let shim_dir = repo_root().join("host/tests/fixtures");
+    let extra = format!(
+        "SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin PCT_SHIM_STATE={} PCT_SHIM_LXCPATH={}\n",
+        shim_dir.display(),
+        state.path().display(),
+        lxcpath().display()
+    );
+    let sshd = Sshd::start_with(&extra);
+    let (token_id, secret) = SimOptions::default().token;
+    let config = ProxmoxConfig {
+        api_url: sim.base_url(),
+        auth: auth.unwrap_or(PveAuth::Token { id: token_id, secret }),
+        tls: PveTls::Fingerprint(sim.fingerprint_sha256()),
+        node: None,
+        storage: "local".into(),
+        template_storage: "local".into(),
+        bridge: "vmbr0".into(),
+        templates: BTreeMap::from([("debian-12".to_string(), TEMPLATE.to_string())]),
+        ssh: Some(SshConfig {
+            user: sshd.user(),
+            port: sshd.port(),
+            auth: SshAuth::KeyFile(sshd.path("client_key")),
+            host_key: HostKeyPolicy::Fingerprint(sshd.host_fingerprint()),
+            hosts: BTreeMap::from([("pve1".into(), "127.0.0.1".into()), ("pve2".into(), "127.0.0.1".into())]),
+        }),
+        task_timeout: Duration::from_secs(300),
+    };
+    let backend = Arc::new(ProxmoxBackend::new(config).expect("backend"));
+    Cluster { sim, _sshd: sshd, _state: state, backend }
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(RuntimeConfig::default()).expect("runtime starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_deploys_through_the_api_simulator_and_ssh_into_a_real_container() {
+    let cluster = cluster(None).await;
+    let nginx = recipe("recipes/nginx");
+    let app_id = unique("pve-nginx");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&nginx, &[("greeting", "Hello through Proxmox")]);
+    deploy.subject.app_id = app_id.clone();
+    let run = install_on(&runtime(), &nginx, deploy, cluster.backend.clone(), Arc::new(NoProxies)).await;
+    let outcome = run.outcome.unwrap_or_else(|err| panic!("nginx installs through the proxmox backend: {err}"));
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let url = app.url.clone().expect("nginx reports its URL");
+    let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Hello through Proxmox"), "{page}");
+
+    assert!(cluster.sim.rejections().is_empty(), "every request fit the schema: {:?}", cluster.sim.rejections());
+    let created = cluster.sim.containers();
+    let [ct] = &created[..] else { panic!("one container: {created:?}") };
+    assert_eq!(ct.config.get("unprivileged").map(String::as_str), Some("1"));
+    assert!(ct.config.get("tags").is_some_and(|t| t.contains("proximity")), "{:?}", ct.config);
+    let owned = cluster.backend.owned().await.unwrap();
+    assert_eq!(owned.iter().map(|(_, o)| o.app_id.clone()).collect::<Vec<_>>(), vec![app_id.clone()]);
+
+    for c in &outcome.created {
+        cluster.backend.destroy(c).await.expect("destroy");
+    }
+    assert!(cluster.sim.containers().is_empty());
+    assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_create_task_and_a_vmid_race_are_handled() {
+    let cluster = cluster(None).await;
+    let app_id = unique("pve-faults");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let owner = Ownership { recipe_id: "test".into(), app_id: app_id.clone(), deployment_id: unique("dep") };
+    let spec = ContainerSpec {
+        hostname: "faults".into(),
+        os_template: "debian-12".into(),
+        cores: 1,
+        memory_mb: 256,
+        swap_mb: 0,
+        disk_gb: 2,
+        features: Features::default(),
+        unprivileged: true,
+        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
+        tags: vec![],
+    };
+
+    // The VMID from nextid was taken meanwhile: the backend takes another.
+    cluster.sim.faults().conflict_next_creates(2);
+    let c = cluster.backend.create(&owner, &spec).await.expect("create after two conflicts");
+    cluster.backend.destroy(&c).await.unwrap();
+
+    // A create task that fails: its error and log are in the message, nothing is left.
+    cluster.sim.faults().fail_next_task("vzcreate", "unable to create CT - disk full", &["extracting archive"]);
+    let err = cluster.backend.create(&owner, &spec).await.expect_err("the task failed");
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(cluster.sim.containers().is_empty(), "{:?}", cluster.sim.containers());
+
+    // An API error answers with PVE's words.
+    cluster.sim.faults().fail_next("POST", "^/nodes/[^/]+/lxc$", 500, "storage 'local' is not online");
+    let err = cluster.backend.create(&owner, &spec).await.expect_err("500");
+    assert!(err.to_string().contains("not online"), "{err}");
+    assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyctl_needs_root_so_a_token_sets_it_with_pct_over_ssh() {
+    let cluster = cluster(None).await;
+    let app_id = unique("pve-keyctl");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let owner = Ownership { recipe_id: "test".into(), app_id, deployment_id: unique("dep") };
+    let spec = ContainerSpec {
+        hostname: "docker".into(),
+        os_template: "debian-12".into(),
+        cores: 1,
+        memory_mb: 256,
+        swap_mb: 0,
+        disk_gb: 2,
+        features: Features { nesting: true, keyctl: true, fuse: false },
+        unprivileged: true,
+        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
+        tags: vec![],
+    };
+    let c = cluster.backend.create(&owner, &spec).await.expect("create with keyctl");
+    let sent = cluster.sim.containers();
+    assert_eq!(sent[0].config.get("features").map(String::as_str), Some("nesting=1"), "only nesting via the token");
+    let features = std::fs::read_to_string(cluster._state.path().join(format!("{}.features", c.id))).unwrap();
+    assert_eq!(features.trim(), "nesting=1,keyctl=1", "the rest through `pct set`");
+    cluster.backend.destroy(&c).await.unwrap();
+    assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
