@@ -3,7 +3,7 @@
 //! - the PVE API simulator over HTTPS, which refuses every request that does
 //!   not validate against the official API schema (and records it);
 //! - real LXC containers behind the simulated ones (`LxcMachines`);
-//! - a real OpenSSH sshd on loopback whose `pct` is `host/tests/fixtures/pct`,
+//! - a real OpenSSH sshd on loopback whose `pct` is `tests/support/fixtures/pct`,
 //!   which does to those containers what `pct` would.
 //!
 //! Recipes run through the proxmox backend exactly as against a cluster.
@@ -135,7 +135,7 @@ async fn cluster(auth: Option<PveAuth>) -> Cluster {
     }));
     let sim =
         PveSim::start_with_machines(SimOptions::default(), Arc::new(machines)).await.expect("the simulator starts");
-    let shim_dir = repo_root().join("host/tests/fixtures");
+    let shim_dir = repo_root().join("tests/support/fixtures");
     let extra = format!(
         "SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin PCT_SHIM_STATE={} PCT_SHIM_LXCPATH={}\n",
         shim_dir.display(),

@@ -1,8 +1,9 @@
 //! A private OpenSSH sshd for tests: its own keys (made with `ssh-keygen`)
-//! and config in a temporary directory, on a free loopback port; it and every
-//! process it started are killed on drop. The system's sshd is never touched.
-//! The login user is the one running the tests (root in CI, as on a Proxmox
-//! node). A missing sshd fails the test and says how to install it.
+//! and config (`fixtures/sshd_config.in`) in a temporary directory, on a free
+//! loopback port; it and every process it started are killed on drop. The
+//! system's sshd is never touched. The login user is the one running the
+//! tests (root in CI, as on a Proxmox node). A missing sshd fails the test,
+//! in CI and elsewhere, with the command that installs it.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ pub fn user() -> String {
 
 /// Requires sshd and ssh-keygen: a missing one fails the test (in CI and
 /// elsewhere), saying how to install them.
-fn require_openssh() {
+pub fn require_openssh() {
     assert!(
         Path::new(SSHD).exists(),
         "{SSHD} is missing (CI={}): these tests need OpenSSH's server; install it with `{INSTALL}`",
@@ -31,7 +32,7 @@ fn require_openssh() {
     assert!(keygen.is_ok(), "ssh-keygen is missing: install it with `{INSTALL}`");
 }
 
-fn keygen(path: &Path) {
+pub fn keygen(path: &Path) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "proximity-test", "-f"])
         .arg(path)

@@ -26,6 +26,8 @@ pub enum BackendKind {
     Sim,
     /// Real LXC containers on this host (root; lxc, debootstrap, dnsmasq-base).
     Lxc,
+    /// A Proxmox VE cluster: the `[proxmox]` table of the configuration file (--config).
+    Proxmox,
 }
 
 #[derive(Args)]
@@ -76,6 +78,9 @@ pub struct DeployArgs {
     /// API token for --server.
     #[arg(long, env = "PROXIMITY_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Configuration file with the `[proxmox]` table, for --backend proxmox.
+    #[arg(long, env = "PROXIMITY_CONFIG")]
+    config: Option<std::path::PathBuf>,
     #[command(flatten)]
     catalog: CatalogArgs,
     #[command(flatten)]
@@ -121,6 +126,10 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
     let sim = simulated.then(|| SimScript::for_recipe(&entry.dir).map(SimBackend::new)).transpose()?;
     let (backend, proxy): (Arc<dyn Backend>, Arc<dyn ProxyExecutor>) = if let Some(sim) = &sim {
         (Arc::new(sim.clone()), Arc::new(sim.clone()))
+    } else if args.backend == Some(BackendKind::Proxmox) {
+        let serve_args = super::serve::ServeArgs { config: args.config.clone(), ..Default::default() };
+        let config = super::serve::ServeConfig::load(&serve_args)?;
+        (super::serve::proxmox_backend(&config)?, Arc::new(NoProxies))
     } else {
         // LXC is the embedded default: used when asked, or when nothing was asked.
         let config = LxcConfig { lxcpath: args.lxc_path.clone(), ..LxcConfig::default() };

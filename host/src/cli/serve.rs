@@ -37,7 +37,7 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Directory of recipe directories.
     pub catalog: PathBuf,
-    /// `lxc` (real containers on this host) or `sim` (simulated, nothing is created).
+    /// `lxc` (real containers on this host), `proxmox` (a PVE cluster, see `[proxmox]`) or `sim` (nothing is created).
     pub backend: String,
     /// The lxc backend's container directory.
     pub lxc_path: PathBuf,
@@ -55,6 +55,8 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The `proxmox` backend's cluster: API, credentials, TLS trust, SSH to the nodes.
+    pub proxmox: Option<crate::backend::proxmox::settings::ProxmoxSettings>,
 }
 
 impl Default for ServeConfig {
@@ -73,6 +75,7 @@ impl Default for ServeConfig {
             max_timeout_secs: 3600,
             tls_cert: None,
             tls_key: None,
+            proxmox: None,
         }
     }
 }
@@ -248,8 +251,18 @@ async fn backend(
                 })?;
             Ok((Arc::new(lxc), Arc::new(NoProxies)))
         }
-        other => bail!("unknown backend `{other}`: use lxc or sim"),
+        "proxmox" => Ok((proxmox_backend(config)?, Arc::new(NoProxies))),
+        other => bail!("unknown backend `{other}`: use lxc, sim or proxmox"),
     }
+}
+
+/// The proxmox backend from the configuration's `[proxmox]` table.
+pub fn proxmox_backend(config: &ServeConfig) -> Result<Arc<dyn Backend>> {
+    let settings = config.proxmox.clone().ok_or_else(|| {
+        anyhow::anyhow!("the proxmox backend needs a [proxmox] table in the configuration file (see the README)")
+    })?;
+    let backend = crate::backend::proxmox::ProxmoxBackend::new(settings.into_config()?)?;
+    Ok(Arc::new(backend))
 }
 
 /// Ctrl-C or SIGTERM.

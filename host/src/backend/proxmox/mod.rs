@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod quote;
+pub mod settings;
 pub mod ssh;
 pub mod ssh_pool;
 pub mod tls;

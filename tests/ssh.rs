@@ -1,4 +1,5 @@
-//! The SSH executor of the Proxmox backend against a real OpenSSH sshd.
+//! The SSH executor of the Proxmox backend against a real OpenSSH sshd
+//! (`proximity_tests::sshd`).
 //!
 //! Each test starts its own `/usr/sbin/sshd -D` on a free loopback port, with
 //! host and client ED25519 keys made by `ssh-keygen` in a temporary directory
@@ -14,214 +15,16 @@
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proximity::backend::proxmox::ssh_pool::{
     ExecResult, HostKeyPolicy, PoolConfig, SshAuth, SshError, SshPool, SshTarget, OUTPUT_LIMIT,
 };
-
-const SSHD: &str = "/usr/sbin/sshd";
-const INSTALL: &str = "apt-get install -y openssh-server openssh-client";
+use proximity_tests::sshd::{fingerprint, free_port, keygen, processes_with_argv, user, Sshd};
 
 fn args(argv: &[&str]) -> Vec<String> {
     argv.iter().map(|s| s.to_string()).collect()
-}
-
-fn user() -> String {
-    let output = Command::new("id").arg("-un").output().expect("run id");
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-/// Requires sshd and ssh-keygen: a missing one fails the test (in CI and
-/// elsewhere), saying how to install them.
-fn require_openssh() {
-    assert!(
-        Path::new(SSHD).exists(),
-        "{SSHD} is missing (CI={}): these tests need OpenSSH's server; install it with `{INSTALL}`",
-        std::env::var("CI").unwrap_or_default()
-    );
-    let keygen = Command::new("ssh-keygen").arg("-?").stderr(Stdio::null()).status();
-    assert!(keygen.is_ok(), "ssh-keygen is missing: install it with `{INSTALL}`");
-}
-
-fn keygen(path: &Path) {
-    let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "proximity-test", "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("run ssh-keygen");
-    assert!(status.success(), "ssh-keygen failed for {}", path.display());
-}
-
-/// `SHA256:...` of a public key file, as `ssh-keygen -lf` prints it.
-fn fingerprint(public_key: &Path) -> String {
-    let output = Command::new("ssh-keygen").arg("-lf").arg(public_key).output().expect("run ssh-keygen -lf");
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().split_whitespace().nth(1).unwrap().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The pids of `root` and of every process below it.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
-        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
-            parents.push((pid, ppid));
-        }
-    }
-    let mut found = vec![root];
-    let mut seen: HashSet<u32> = found.iter().copied().collect();
-    let mut i = 0;
-    while i < found.len() {
-        let parent = found[i];
-        for (pid, ppid) in &parents {
-            if *ppid == parent && seen.insert(*pid) {
-                found.push(*pid);
-            }
-        }
-        i += 1;
-    }
-    found
-}
-
-/// Processes whose argv is exactly `argv`.
-fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
-    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain(std::iter::once(0))).collect();
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        if std::fs::read(entry.path().join("cmdline")).is_ok_and(|c| c == wanted) {
-            // A zombie keeps its cmdline only while being reaped; count live ones.
-            let state = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-            let state = state.rfind(')').and_then(|i| state[i + 1..].split_whitespace().next()).unwrap_or("");
-            if state != "Z" {
-                found.push(pid);
-            }
-        }
-    }
-    found
-}
-
-/// A private sshd on loopback, killed (with everything it started) on drop.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Sshd {
-    /// Keys and config, but no server yet.
-    fn prepare() -> Sshd {
-        require_openssh();
-        std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd (sshd's privilege separation directory)");
-        let dir = tempfile::Builder::new().prefix("proximity-sshd-").tempdir().unwrap();
-        keygen(&dir.path().join("ssh_host_ed25519_key"));
-        keygen(&dir.path().join("client_key"));
-        std::fs::copy(dir.path().join("client_key.pub"), dir.path().join("authorized_keys")).unwrap();
-        let port = free_port();
-        let template = include_str!("fixtures/sshd_config.in");
-        let mut config_text = template
-            .replace("@DIR@", dir.path().to_str().unwrap())
-            .replace("@PORT@", &port.to_string())
-            .replace("@USER@", &user());
-        let config = dir.path().join("sshd_config");
-        // Newer sshd (9.8+) penalises sources that fail to log in, as some
-        // tests do on purpose; older ones do not know the option.
-        std::fs::write(&config, format!("{config_text}PerSourcePenalties no\n")).unwrap();
-        let check = Command::new(SSHD).arg("-t").arg("-f").arg(&config).stderr(Stdio::null()).status().unwrap();
-        if !check.success() {
-            std::fs::write(&config, &config_text).unwrap();
-        } else {
-            config_text.push_str("PerSourcePenalties no\n");
-        }
-        let check = Command::new(SSHD).arg("-t").arg("-f").arg(&config).output().unwrap();
-        assert!(check.status.success(), "sshd rejects its config: {}", String::from_utf8_lossy(&check.stderr));
-        let log = dir.path().join("sshd.log");
-        Sshd { dir, port, config, log, child: None }
-    }
-
-    fn start() -> Sshd {
-        let mut sshd = Sshd::prepare();
-        sshd.spawn();
-        sshd
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new(SSHD)
-            .arg("-D")
-            .arg("-f")
-            .arg(&self.config)
-            .arg("-E")
-            .arg(&self.log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start sshd");
-        self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sshd exited ({status}) at start: {}", self.log_text());
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "sshd did not listen: {}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Kills the listener and every connection's process, as a crash or a
-    /// reboot of the node would.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            for pid in descendants(child.id()).into_iter().rev() {
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-            let _ = child.wait();
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn host_fingerprint(&self) -> String {
-        fingerprint(&self.path("ssh_host_ed25519_key.pub"))
-    }
-
-    /// A target that logs in with the client key and trusts the host key by
-    /// its fingerprint.
-    fn target(&self) -> SshTarget {
-        SshTarget {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: user(),
-            auth: SshAuth::KeyFile(self.path("client_key")),
-            host_key: HostKeyPolicy::Fingerprint(self.host_fingerprint()),
-        }
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn pool() -> SshPool {
@@ -518,13 +321,13 @@ async fn unknown_or_changed_host_key_is_refused_with_its_fingerprint() {
     keygen(&sshd.path("other_key"));
     let other = std::fs::read_to_string(sshd.path("other_key.pub")).unwrap();
     let known_hosts = sshd.path("known_hosts");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {}", sshd.port, other)).unwrap();
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {}", sshd.port(), other)).unwrap();
     let target = SshTarget { host_key: HostKeyPolicy::KnownHosts(known_hosts.clone()), ..sshd.target() };
     let error = pool.exec(&target, &args(&["true"]), None, T).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, SshError::HostKey { .. }), "{message}");
     assert!(message.contains(&fingerprint), "{message}");
-    assert!(message.contains(&format!("127.0.0.1:{}", sshd.port)), "{message}");
+    assert!(message.contains(&format!("127.0.0.1:{}", sshd.port())), "{message}");
     assert!(message.contains("ssh-keygen -R"), "{message}");
 
     // known_hosts without this host: unknown, and how to trust it.
@@ -536,7 +339,7 @@ async fn unknown_or_changed_host_key_is_refused_with_its_fingerprint() {
 
     // With the right key recorded, it connects.
     let host = std::fs::read_to_string(sshd.path("ssh_host_ed25519_key.pub")).unwrap();
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:1 {other}[127.0.0.1]:{} {host}", sshd.port)).unwrap();
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:1 {other}[127.0.0.1]:{} {host}", sshd.port())).unwrap();
     pool.exec(&target, &args(&["true"]), None, T).await.unwrap();
     assert_eq!(pool.stats().connections, 1);
 }
@@ -567,7 +370,10 @@ async fn trust_on_first_use_records_the_key_then_holds_to_it() {
     let host_key = std::fs::read_to_string(sshd.path("ssh_host_ed25519_key.pub")).unwrap();
     let host_key: Vec<&str> = host_key.split_whitespace().take(2).collect();
     assert_eq!(recorded.lines().count(), 1, "{recorded}");
-    assert!(recorded.starts_with(&format!("[127.0.0.1]:{} {} {}", sshd.port, host_key[0], host_key[1])), "{recorded}");
+    assert!(
+        recorded.starts_with(&format!("[127.0.0.1]:{} {} {}", sshd.port(), host_key[0], host_key[1])),
+        "{recorded}"
+    );
 
     // Again, with a new pool: accepted, not appended twice; and the file
     // works as a plain known_hosts file.
@@ -579,7 +385,7 @@ async fn trust_on_first_use_records_the_key_then_holds_to_it() {
     // A different key recorded: refused, not replaced.
     keygen(&sshd.path("other_key"));
     let other = std::fs::read_to_string(sshd.path("other_key.pub")).unwrap();
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {other}", sshd.port)).unwrap();
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {other}", sshd.port())).unwrap();
     let error = SshPool::new(PoolConfig::default()).exec(&target, &args(&["true"]), None, T).await.unwrap_err();
     assert!(matches!(error, SshError::HostKey { .. }), "{error}");
     assert!(error.to_string().contains(&sshd.host_fingerprint()), "{error}");
@@ -595,7 +401,7 @@ async fn wrong_client_key_is_an_auth_error() {
     let error = pool.exec(&target, &args(&["true"]), None, T).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, SshError::Auth { .. }), "{message}");
-    assert!(message.contains(&format!("{}@127.0.0.1:{}", user(), sshd.port)), "{message}");
+    assert!(message.contains(&format!("{}@127.0.0.1:{}", user(), sshd.port())), "{message}");
     assert_eq!(pool.stats().failures, 1);
 
     // Not retried either: a refused key stays refused.
