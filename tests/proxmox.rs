@@ -120,12 +120,18 @@ impl Machines for LxcMachines {
 /// backend wired to them.
 struct Cluster {
     sim: PveSim,
+    config: ProxmoxConfig,
     _sshd: Sshd,
     _state: tempfile::TempDir,
     backend: Arc<ProxmoxBackend>,
 }
 
 async fn cluster(auth: Option<PveAuth>) -> Cluster {
+    cluster_with(auth, |_| {}).await
+}
+
+/// [`cluster`], with the backend's configuration changed by `tweak` first.
+async fn cluster_with(auth: Option<PveAuth>, tweak: impl FnOnce(&mut ProxmoxConfig)) -> Cluster {
     let state = tempfile::tempdir().unwrap();
     let machines = LxcMachines(Arc::new(MachineState {
         lxc: Arc::new(lxc_backend().await),
@@ -144,7 +150,7 @@ async fn cluster(auth: Option<PveAuth>) -> Cluster {
     );
     let sshd = Sshd::start_with(&extra);
     let (token_id, secret) = SimOptions::default().token;
-    let config = ProxmoxConfig {
+    let mut config = ProxmoxConfig {
         api_url: sim.base_url(),
         auth: auth.unwrap_or(PveAuth::Token { id: token_id, secret }),
         tls: PveTls::Fingerprint(sim.fingerprint_sha256()),
@@ -162,8 +168,9 @@ async fn cluster(auth: Option<PveAuth>) -> Cluster {
         }),
         task_timeout: Duration::from_secs(300),
     };
-    let backend = Arc::new(ProxmoxBackend::new(config).expect("backend"));
-    Cluster { sim, _sshd: sshd, _state: state, backend }
+    tweak(&mut config);
+    let backend = Arc::new(ProxmoxBackend::new(config.clone()).expect("backend"));
+    Cluster { sim, config, _sshd: sshd, _state: state, backend }
 }
 
 fn runtime() -> Runtime {
@@ -262,4 +269,72 @@ async fn keyctl_needs_root_so_a_token_sets_it_with_pct_over_ssh() {
     assert_eq!(features.trim(), "nesting=1,keyctl=1", "the rest through `pct set`");
     cluster.backend.destroy(&c).await.unwrap();
     assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
+
+fn small_spec(features: Features) -> ContainerSpec {
+    ContainerSpec {
+        hostname: "small".into(),
+        os_template: "debian-12".into(),
+        cores: 1,
+        memory_mb: 256,
+        swap_mb: 0,
+        disk_gb: 2,
+        features,
+        unprivileged: true,
+        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
+        tags: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn root_ticket_login_sets_keyctl_itself_and_bad_credentials_are_named() {
+    let (user, password) = SimOptions::default().password;
+    let cluster = cluster(Some(PveAuth::Password { user, password })).await;
+    let app_id = unique("pve-ticket");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let owner = Ownership { recipe_id: "test".into(), app_id, deployment_id: unique("dep") };
+    let c = cluster
+        .backend
+        .create(&owner, &small_spec(Features { nesting: true, keyctl: true, fuse: false }))
+        .await
+        .expect("create as root@pam");
+    let sent = cluster.sim.containers();
+    assert_eq!(sent[0].config.get("features").map(String::as_str), Some("nesting=1,keyctl=1"));
+    assert!(!cluster._state.path().join(format!("{}.features", c.id)).exists(), "no pct set needed");
+    cluster.backend.destroy(&c).await.unwrap();
+
+    // A wrong token secret: the API's refusal, said plainly.
+    let wrong = ProxmoxConfig {
+        auth: PveAuth::Token { id: SimOptions::default().token.0, secret: "wrong".into() },
+        ..cluster.config.clone()
+    };
+    let err = ProxmoxBackend::new(wrong).unwrap().create(&owner, &small_spec(Features::default())).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    // A pinned fingerprint that is not the server's: refused before any credential is sent.
+    let pinned = ProxmoxConfig { tls: PveTls::Fingerprint("00".repeat(32)), ..cluster.config.clone() };
+    let err = ProxmoxBackend::new(pinned).unwrap().create(&owner, &small_spec(Features::default())).await.unwrap_err();
+    assert!(err.to_string().contains("fingerprint"), "{err}");
+    assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_ssh_host_key_fails_the_step_and_the_container_goes() {
+    let cluster = cluster_with(None, |config| {
+        if let Some(ssh) = config.ssh.as_mut() {
+            ssh.host_key = HostKeyPolicy::Fingerprint("SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into());
+        }
+    })
+    .await;
+    let nginx = recipe("recipes/nginx");
+    let app_id = unique("pve-hostkey");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&nginx, &[]);
+    deploy.subject.app_id = app_id.clone();
+    let run = install_on(&runtime(), &nginx, deploy, cluster.backend.clone(), Arc::new(NoProxies)).await;
+    let err = run.outcome.expect_err("exec over SSH must be refused");
+    let text = err.to_string();
+    assert!(text.contains("host key") || text.contains("fingerprint"), "{text}");
+    assert!(err.step.is_some(), "the error names the step: {err:?}");
+    assert_eq!(err.destroyed.len(), 1, "{err:?}");
+    assert!(cluster.sim.containers().is_empty(), "{:?}", cluster.sim.containers());
 }

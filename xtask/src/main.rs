@@ -89,5 +89,5 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 
 fn bench(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
-    cargo::run(root, &["bench", "-p", "proximity"], extra)
+    cargo::run(root, &["bench", "-p", "proximity", "-p", "proximity-tests"], extra)
 }
