@@ -338,3 +338,38 @@ async fn a_node_with_the_wrong_ssh_host_key_fails_the_step_and_the_container_goe
     assert_eq!(err.destroyed.len(), 1, "{err:?}");
     assert!(cluster.sim.containers().is_empty(), "{:?}", cluster.sim.containers());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_template_is_downloaded_and_a_command_past_its_timeout_is_killed() {
+    let cluster = cluster_with(None, |config| {
+        config.templates.insert("ubuntu-24.04".into(), "ubuntu-24.04-standard_24.04-2_amd64.tar.zst".into());
+    })
+    .await;
+    let app_id = unique("pve-template");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let owner = Ownership { recipe_id: "test".into(), app_id, deployment_id: unique("dep") };
+    let spec = ContainerSpec { os_template: "ubuntu-24.04".into(), ..small_spec(Features::default()) };
+    let c = cluster.backend.create(&owner, &spec).await.expect("create with a template to download");
+    let requests = cluster.sim.requests();
+    assert!(requests.iter().any(|r| r.method == "POST" && r.path.ends_with("/aplinfo")), "downloaded through aplinfo");
+    let sent = cluster.sim.containers();
+    assert!(sent[0].config.get("ostemplate").is_none_or(|t| t.contains("ubuntu-24.04")), "{:?}", sent[0].config);
+
+    cluster.backend.start(&c).await.unwrap();
+    // A unique argv, to find the process on this machine afterwards.
+    let argv: Vec<String> = ["sleep", "4242"].map(String::from).to_vec();
+    let request = proximity::backend::ExecRequest { argv, timeout: Duration::from_secs(2), ..Default::default() };
+    let err = cluster.backend.exec(&c, &request).await.expect_err("past its timeout");
+    assert!(matches!(err, proximity::backend::BackendError::Timeout(_)), "{err:?}");
+    let mut gone = false;
+    for _ in 0..50 {
+        if proximity_tests::sshd::processes_with_argv(&["sleep", "4242"]).is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the command was killed inside the container");
+    cluster.backend.destroy(&c).await.unwrap();
+    assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}

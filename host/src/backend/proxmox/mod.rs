@@ -257,9 +257,14 @@ fn node_of(c: &ContainerRef) -> Result<&str, BackendError> {
     c.node.as_deref().ok_or_else(|| BackendError::Failed(format!("container {} has no node", c.id)))
 }
 
-fn ssh_error(node: &str, argv: &[String], err: impl std::fmt::Display) -> BackendError {
-    let shown = argv.iter().take(3).cloned().collect::<Vec<_>>().join(" ");
-    BackendError::Failed(format!("SSH to node {node} (`{shown} …`): {err}"))
+fn ssh_error(node: &str, argv: &[String], err: ssh::SshError) -> BackendError {
+    let shown = argv.iter().take(4).cloned().collect::<Vec<_>>().join(" ");
+    let message = format!("SSH to node {node} (`{shown} …`): {err}");
+    match err {
+        ssh::SshError::Timeout { .. } => BackendError::Timeout(message),
+        ssh::SshError::Quote(_) => BackendError::InvalidInput(message),
+        _ => BackendError::Failed(message),
+    }
 }
 
 /// `proximity;app-NAME` (pve-tag-list takes `;`-separated tags).
