@@ -213,18 +213,7 @@ async fn a_failed_create_task_and_a_vmid_race_are_handled() {
     let app_id = unique("pve-faults");
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let owner = Ownership { recipe_id: "test".into(), app_id: app_id.clone(), deployment_id: unique("dep") };
-    let spec = ContainerSpec {
-        hostname: "faults".into(),
-        os_template: "debian-12".into(),
-        cores: 1,
-        memory_mb: 256,
-        swap_mb: 0,
-        disk_gb: 2,
-        features: Features::default(),
-        unprivileged: true,
-        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
-        tags: vec![],
-    };
+    let spec = small_spec(Features::default());
 
     // The VMID from nextid was taken meanwhile: the backend takes another.
     cluster.sim.faults().conflict_next_creates(2);
@@ -250,18 +239,7 @@ async fn keyctl_needs_root_so_a_token_sets_it_with_pct_over_ssh() {
     let app_id = unique("pve-keyctl");
     let _cleanup = Cleanup { app_id: app_id.clone() };
     let owner = Ownership { recipe_id: "test".into(), app_id, deployment_id: unique("dep") };
-    let spec = ContainerSpec {
-        hostname: "docker".into(),
-        os_template: "debian-12".into(),
-        cores: 1,
-        memory_mb: 256,
-        swap_mb: 0,
-        disk_gb: 2,
-        features: Features { nesting: true, keyctl: true, fuse: false },
-        unprivileged: true,
-        network: NetworkSpec { bridge: None, ip: IpConfig::Dhcp },
-        tags: vec![],
-    };
+    let spec = small_spec(Features { nesting: true, keyctl: true, fuse: false });
     let c = cluster.backend.create(&owner, &spec).await.expect("create with keyctl");
     let sent = cluster.sim.containers();
     assert_eq!(sent[0].config.get("features").map(String::as_str), Some("nesting=1"), "only nesting via the token");

@@ -242,15 +242,9 @@ pub fn upid_node(upid: &str) -> Result<String, BackendError> {
     }
 }
 
-/// A path segment: UPIDs hold `:` and `@`, which go percent-encoded.
+/// A path segment: UPIDs hold `:`, `@` and `!`, which go percent-encoded.
 fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
