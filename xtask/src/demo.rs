@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build_recipes, cargo, lxc};
+use crate::{build_recipes, cargo, packages};
 
 /// Stops the server when the demo ends, however it ends.
 struct ServerProcess(Child);
@@ -25,7 +25,7 @@ impl Drop for ServerProcess {
 
 pub fn run(root: &Path, keep: bool) -> Result<()> {
     build_recipes::run(root)?;
-    let backend = match lxc::ensure_ready() {
+    let backend = match lxc_ready() {
         Ok(()) => "lxc",
         Err(why) => {
             println!("xtask: LXC is not usable here ({why:#}); the demo server uses the simulator instead");
@@ -87,6 +87,14 @@ pub fn run(root: &Path, keep: bool) -> Result<()> {
 }
 
 /// The address the server prints when it is ready.
+/// The lxc backend runs as root with LXC installed (installed here when missing).
+fn lxc_ready() -> Result<()> {
+    if !packages::is_root() {
+        bail!("the lxc backend needs root");
+    }
+    packages::ensure(packages::LXC, "the lxc backend")
+}
+
 fn server_url(stdout: std::process::ChildStdout) -> Result<String> {
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {

@@ -6,7 +6,7 @@
 mod build_recipes;
 mod cargo;
 mod demo;
-mod lxc;
+mod packages;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,10 +18,11 @@ usage: cargo xtask <task> [args…]
 
 tasks:
   build-recipes    build every recipe in recipes/ and tests/recipes/ into its component
-  test [args…]     build-recipes, set up LXC (root), then `cargo test --workspace [args…]` (all tests)
+  test [args…]     build-recipes, install LXC and OpenSSH's server when missing (root), then
+                   `cargo test --workspace [args…]` (all tests)
   demo [--keep]    the main job: serve the catalog, deploy nginx through the API on the default
                    backend (LXC), list apps, show WordPress as a plan; --keep goes on serving
-  bench [args…]    build-recipes, then `cargo bench -p proximity [args…]`";
+  bench [args…]    build-recipes, then `cargo bench -p proximity -p proximity-tests [args…]`";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,10 +71,11 @@ fn no_args(task: &str, rest: &[String]) -> Result<()> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
-    // The real-container tests need LXC; they fail (never skip) without it,
-    // saying how to set it up.
-    if let Err(why) = lxc::ensure_ready() {
-        println!("xtask: LXC is not ready ({why:#}); the real-container tests will fail and say what is missing");
+    // The real-container and SSH tests need these; without them they fail
+    // (never skip), saying what is missing.
+    let needed = [packages::LXC, packages::SSH_SERVER].concat();
+    if let Err(why) = packages::ensure(&needed, "the real-container and SSH tests") {
+        println!("xtask: {why:#}; those tests will fail and say what is missing");
     }
     let totals = cargo::test(root, &["--workspace", "--no-fail-fast"], extra)?;
     // The plain closing line: every test binary's results added up.
