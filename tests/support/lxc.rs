@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use proximity::backend::lxc::{config, LxcBackend, LxcConfig, SETUP_HINT};
+use proximity::backend::lxc::{config, Bridge, LxcBackend, LxcConfig, SETUP_HINT};
 use proximity::backend::{Backend, ContainerRef, ContainerSpec, Features, IpConfig, NetworkSpec, Ownership};
 
 use crate::repo_root;
@@ -15,7 +15,12 @@ pub fn lxcpath() -> PathBuf {
 }
 
 pub async fn backend() -> LxcBackend {
-    let config = LxcConfig { lxcpath: lxcpath(), ..Default::default() };
+    backend_on(Bridge::Auto).await
+}
+
+/// A backend whose containers join `bridge`.
+pub async fn backend_on(bridge: Bridge) -> LxcBackend {
+    let config = LxcConfig { lxcpath: lxcpath(), bridge, ..Default::default() };
     match LxcBackend::new(config).await {
         Ok(backend) => backend,
         Err(err) => panic!(

@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use super::output::{print_event, print_outcome, print_run_error};
 use super::recipe::ensure_built;
 use super::{CatalogArgs, RuntimeArgs};
-use crate::backend::lxc::{LxcBackend, LxcConfig};
+use crate::backend::lxc::{Bridge, LxcBackend, LxcConfig};
 use crate::backend::sim::{SimBackend, SimScript};
 use crate::backend::{Backend, NoProxies, ProxyExecutor};
 use crate::catalog::Catalog;
@@ -69,6 +69,10 @@ pub struct DeployArgs {
     /// Where the lxc backend keeps its base images and containers.
     #[arg(long, env = "PROXIMITY_LXC_PATH", default_value = "/var/lib/proximity/lxc")]
     lxc_path: std::path::PathBuf,
+    /// The lxc backend's bridge: auto (lxcbr0, or Proximity's own proximity0 where
+    /// lxc-net's subnet is taken), lxcbr0, proximity0[=SUBNET], or an existing bridge.
+    #[arg(long, env = "PROXIMITY_LXC_BRIDGE", default_value = "auto")]
+    lxc_bridge: Bridge,
     /// Rebuild the recipe from source before deploying.
     #[arg(long)]
     build: bool,
@@ -132,7 +136,8 @@ pub async fn run(args: DeployArgs) -> Result<ExitCode> {
         (super::serve::proxmox_backend(&config)?, Arc::new(NoProxies))
     } else {
         // LXC is the embedded default: used when asked, or when nothing was asked.
-        let config = LxcConfig { lxcpath: args.lxc_path.clone(), ..LxcConfig::default() };
+        let config =
+            LxcConfig { lxcpath: args.lxc_path.clone(), bridge: args.lxc_bridge.clone(), ..LxcConfig::default() };
         let lxc = LxcBackend::new(config).await.map_err(|err| match args.backend {
             Some(_) => anyhow::anyhow!("lxc backend: {err}"),
             None => anyhow::anyhow!(

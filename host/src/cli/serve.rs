@@ -41,6 +41,9 @@ pub struct ServeConfig {
     pub backend: String,
     /// The lxc backend's container directory.
     pub lxc_path: PathBuf,
+    /// The lxc backend's bridge: `auto` (lxcbr0, or Proximity's own `proximity0`
+    /// where lxc-net's subnet is taken), `lxcbr0`, `proximity0[=SUBNET]`, or an existing bridge.
+    pub lxc_bridge: String,
     /// Jobs running at once.
     pub concurrency: usize,
     /// Jobs running at once on one node.
@@ -67,6 +70,7 @@ impl Default for ServeConfig {
             catalog: PathBuf::from("recipes"),
             backend: "lxc".into(),
             lxc_path: PathBuf::from("/var/lib/proximity/lxc"),
+            lxc_bridge: "auto".into(),
             concurrency: 8,
             per_node: 4,
             shutdown_grace_secs: 30,
@@ -103,6 +107,10 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lxc_path: Option<PathBuf>,
+    /// auto, lxcbr0, proximity0[=SUBNET] or an existing bridge.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lxc_bridge: Option<String>,
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
@@ -136,6 +144,7 @@ impl ServeConfig {
             "catalog",
             "backend",
             "lxc_path",
+            "lxc_bridge",
             "concurrency",
             "per_node",
             "shutdown_grace_secs",
@@ -242,7 +251,8 @@ async fn backend(
             Ok((Arc::new(sim.clone()), Arc::new(sim)))
         }
         "lxc" => {
-            let lxc = LxcBackend::new(LxcConfig { lxcpath: config.lxc_path.clone(), ..LxcConfig::default() })
+            let bridge = config.lxc_bridge.parse().map_err(|err| anyhow::anyhow!("lxc_bridge: {err}"))?;
+            let lxc = LxcBackend::new(LxcConfig { lxcpath: config.lxc_path.clone(), bridge, ..LxcConfig::default() })
                 .await
                 .map_err(|err| {
                     anyhow::anyhow!(

@@ -2,13 +2,15 @@
 //!
 //! Each app container is an overlay snapshot clone (`lxc-copy -s -B overlay`)
 //! of a cached base image ([`base`]), configured from the spec ([`config`]),
-//! reached with `lxc-attach` ([`process`]) and probed over the bridge ([`net`]).
+//! reached with `lxc-attach` ([`process`]), on a bridge made usable first
+//! ([`bridge`]), and found by the address DHCP gave it ([`net`]).
 //! Proximity keeps its containers in its own lxcpath, so `-P` goes with
 //! every call. No liblxc crate is used: the `lxc` crate on crates.io is
 //! unmaintained and binds an old liblxc, while the tools are stable and
 //! what operators already know.
 
 mod base;
+mod bridge;
 pub mod config;
 mod net;
 mod process;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rand::Rng;
 
+pub use self::bridge::{remove_own as remove_own_bridge, Bridge, OWN_BRIDGE};
 use self::config::{Cgroups, HostSettings, IdRange};
 use self::process::{last_lines, tool, Finished};
 use super::{
@@ -43,7 +46,7 @@ pub struct LxcConfig {
     /// Proximity's own lxcpath: app containers and base images live here.
     pub lxcpath: PathBuf,
     /// The bridge containers join unless their spec names another.
-    pub bridge: String,
+    pub bridge: Bridge,
     /// Where the cgroup hierarchy is mounted (for detection).
     pub cgroup_root: PathBuf,
 }
@@ -52,7 +55,7 @@ impl Default for LxcConfig {
     fn default() -> Self {
         LxcConfig {
             lxcpath: PathBuf::from("/var/lib/proximity/lxc"),
-            bridge: "lxcbr0".into(),
+            bridge: Bridge::Auto,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         }
     }
@@ -85,11 +88,11 @@ impl LxcBackend {
         let cgroups = Cgroups::detect(&config.cgroup_root)?;
         let uid_range = ensure_subids(Path::new("/etc/subuid")).await?;
         let gid_range = ensure_subids(Path::new("/etc/subgid")).await?;
-        net::ensure_bridge(&config.bridge).await?;
+        let bridge = bridge::ensure(&config.bridge).await?;
         create_lxcpath(&config.lxcpath).await?;
         let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         tracing::debug!(?cgroups, lxcpath = %config.lxcpath.display(), "lxc backend ready");
-        let host = HostSettings { cgroups, host_cpus, bridge: config.bridge.clone(), uid_range, gid_range };
+        let host = HostSettings { cgroups, host_cpus, bridge, uid_range, gid_range };
         Ok(LxcBackend { inner: Arc::new(Inner { config, host }) })
     }
 
