@@ -142,13 +142,12 @@ async fn cluster_with(auth: Option<PveAuth>, tweak: impl FnOnce(&mut ProxmoxConf
     let sim =
         PveSim::start_with_machines(SimOptions::default(), Arc::new(machines)).await.expect("the simulator starts");
     let shim_dir = repo_root().join("tests/support/fixtures");
-    let extra = format!(
-        "SetEnv PATH={}:/usr/sbin:/usr/bin:/sbin:/bin PCT_SHIM_STATE={} PCT_SHIM_LXCPATH={}\n",
-        shim_dir.display(),
-        state.path().display(),
-        lxcpath().display()
-    );
-    let sshd = Sshd::start_with(&extra);
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", shim_dir.display());
+    let sshd = Sshd::start_with_env(&[
+        ("PATH", &path),
+        ("PCT_SHIM_STATE", state.path().to_str().unwrap()),
+        ("PCT_SHIM_LXCPATH", lxcpath().to_str().unwrap()),
+    ]);
     let (token_id, secret) = SimOptions::default().token;
     let mut config = ProxmoxConfig {
         api_url: sim.base_url(),

@@ -2,7 +2,9 @@
 //! and config (`fixtures/sshd_config.in`) in a temporary directory, on a free
 //! loopback port; it and every process it started are killed on drop. The
 //! system's sshd is never touched. The login user is the one running the
-//! tests (root in CI, as on a Proxmox node). A missing sshd fails the test,
+//! tests (root in CI, as on a Proxmox node), with keys only; the one
+//! exception is [`PASSWORD_USER`], a dedicated local user that may log in
+//! with the password [`PasswordUser`] sets. A missing sshd fails the test,
 //! in CI and elsewhere, with the command that installs it.
 
 use std::collections::HashSet;
@@ -80,6 +82,21 @@ pub fn descendants(root: u32) -> Vec<u32> {
     found
 }
 
+fn stat_fields(pid: u32) -> Option<(String, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let comm = stat[stat.find('(')? + 1..stat.rfind(')')?].to_string();
+    let ppid = stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()?;
+    Some((comm, ppid))
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid).map(|(_, ppid)| ppid)
+}
+
+fn comm_of(pid: u32) -> Option<String> {
+    stat_fields(pid).map(|(comm, _)| comm)
+}
+
 /// Processes whose argv is exactly `argv`.
 pub fn processes_with_argv(argv: &[&str]) -> Vec<u32> {
     let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain(std::iter::once(0))).collect();
@@ -110,11 +127,12 @@ pub struct Sshd {
 impl Sshd {
     /// Keys and config, but no server yet.
     pub fn prepare() -> Sshd {
-        Self::prepare_with("")
+        Self::prepare_with(&[], "")
     }
 
-    /// Keys and config with `extra` lines appended (e.g. `SetEnv`), but no server yet.
-    pub fn prepare_with(extra: &str) -> Sshd {
+    /// Keys and config, with `env` set in every session (sshd's `SetEnv`)
+    /// and `extra` config lines, but no server yet.
+    pub fn prepare_with(env: &[(&str, &str)], extra: &str) -> Sshd {
         require_openssh();
         std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd (sshd's privilege separation directory)");
         let dir = tempfile::Builder::new().prefix("proximity-sshd-").tempdir().unwrap();
@@ -122,21 +140,29 @@ impl Sshd {
         keygen(&dir.path().join("client_key"));
         std::fs::copy(dir.path().join("client_key.pub"), dir.path().join("authorized_keys")).unwrap();
         let port = free_port();
-        let template = include_str!("fixtures/sshd_config.in");
-        let mut config_text = template
-            .replace("@DIR@", dir.path().to_str().unwrap())
-            .replace("@PORT@", &port.to_string())
-            .replace("@USER@", &user())
-            + extra;
+        let env: String = env
+            .iter()
+            .map(|(name, value)| {
+                assert!(!value.contains(char::is_whitespace) && !value.contains('"'), "SetEnv value {value:?}");
+                format!(" {name}={value}")
+            })
+            .collect();
+        let render = |extra: &str| {
+            include_str!("fixtures/sshd_config.in")
+                .replace("@DIR@", dir.path().to_str().unwrap())
+                .replace("@PORT@", &port.to_string())
+                .replace("@USER@", &user())
+                .replace("@PASSWORD_USER@", PASSWORD_USER)
+                .replace("@ENV@", &env)
+                .replace("@EXTRA@", extra)
+        };
         let config = dir.path().join("sshd_config");
         // Newer sshd (9.8+) penalises sources that fail to log in, as some
         // tests do on purpose; older ones do not know the option.
-        std::fs::write(&config, format!("{config_text}PerSourcePenalties no\n")).unwrap();
+        std::fs::write(&config, render(&format!("PerSourcePenalties no\n{extra}"))).unwrap();
         let check = Command::new(SSHD).arg("-t").arg("-f").arg(&config).stderr(Stdio::null()).status().unwrap();
         if !check.success() {
-            std::fs::write(&config, &config_text).unwrap();
-        } else {
-            config_text.push_str("PerSourcePenalties no\n");
+            std::fs::write(&config, render(extra)).unwrap();
         }
         let check = Command::new(SSHD).arg("-t").arg("-f").arg(&config).output().unwrap();
         assert!(check.status.success(), "sshd rejects its config: {}", String::from_utf8_lossy(&check.stderr));
@@ -144,8 +170,9 @@ impl Sshd {
         Sshd { dir, port, config, log, child: None }
     }
 
-    pub fn start_with(extra: &str) -> Sshd {
-        let mut sshd = Sshd::prepare_with(extra);
+    /// A running sshd whose sessions have `env` set (e.g. `PATH`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Sshd {
+        let mut sshd = Sshd::prepare_with(env, "");
         sshd.spawn();
         sshd
     }
@@ -222,6 +249,32 @@ impl Sshd {
         self.port
     }
 
+    /// Kills the sshd processes serving the connection on which `pid` (a
+    /// command's process) runs, as a dropped network link or a crashed
+    /// session would end it; the listener and the command itself live on.
+    /// Returns the pids killed.
+    pub fn kill_connection_of(&self, pid: u32) -> Vec<u32> {
+        let listener = self.child.as_ref().expect("sshd is running").id();
+        let mut serving = Vec::new();
+        let mut current = pid;
+        loop {
+            let parent = parent_of(current).unwrap_or_else(|| panic!("process {current} vanished"));
+            assert!(parent > 1, "process {pid} is not served by this sshd ({listener})");
+            if parent == listener {
+                break;
+            }
+            if comm_of(parent).as_deref() == Some("sshd") {
+                serving.push(parent);
+            }
+            current = parent;
+        }
+        assert!(!serving.is_empty(), "no sshd process serves {pid}");
+        for pid in &serving {
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+        serving
+    }
+
     pub fn user(&self) -> String {
         user()
     }
@@ -231,4 +284,91 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The local system user that the private sshd lets log in with a password
+/// (its `Match User` block); every other user logs in with keys.
+pub const PASSWORD_USER: &str = "proximity-ssh-test";
+const PASSWORD_USER_HOME: &str = "/var/lib/proximity-ssh-test";
+/// Serialises the password user's use across test processes (another test
+/// run on this machine would set another password).
+const PASSWORD_USER_LOCK: &str = "/run/lock/proximity-ssh-test.lock";
+
+/// [`PASSWORD_USER`] with a fresh random password, known only to this test;
+/// the password is locked again on drop, so the account cannot be logged into
+/// afterwards through any sshd.
+pub struct PasswordUser {
+    pub name: String,
+    pub password: String,
+    _lock: std::fs::File,
+}
+
+impl PasswordUser {
+    /// Creates the user if need be (as root) and sets a new password. Waits
+    /// while another test holds the user. `Err` names the missing part.
+    pub fn acquire() -> Result<PasswordUser, String> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(format!("creating the local user {PASSWORD_USER} needs root"));
+        }
+        for tool in ["useradd", "chpasswd", "usermod"] {
+            if !["/usr/sbin", "/usr/bin", "/sbin", "/bin"].iter().any(|dir| Path::new(dir).join(tool).exists()) {
+                return Err(format!("{tool} is missing: install it with `apt-get install -y passwd`"));
+            }
+        }
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(PASSWORD_USER_LOCK)
+            .map_err(|e| format!("cannot open {PASSWORD_USER_LOCK}: {e}"))?;
+        use std::os::fd::AsRawFd;
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!("cannot lock {PASSWORD_USER_LOCK}: {}", std::io::Error::last_os_error()));
+        }
+        ensure_password_user()?;
+        let mut random = [0u8; 18];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut random).unwrap();
+        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(chpasswd.stdin.as_mut().unwrap(), format!("{PASSWORD_USER}:{password}\n").as_bytes())
+            .unwrap();
+        let output = chpasswd.wait_with_output().unwrap();
+        if !output.status.success() {
+            return Err(format!("chpasswd failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        }
+        Ok(PasswordUser { name: PASSWORD_USER.to_string(), password, _lock: lock })
+    }
+}
+
+impl Drop for PasswordUser {
+    fn drop(&mut self) {
+        let locked = Command::new("usermod").args(["-L", PASSWORD_USER]).stderr(Stdio::null()).status();
+        if !matches!(locked, Ok(s) if s.success()) {
+            eprintln!("could not lock the password of {PASSWORD_USER}: {locked:?}");
+        }
+    }
+}
+
+/// Creates [`PASSWORD_USER`] once per process (and only if the system does
+/// not have it yet): a system user with a POSIX login shell and its own home.
+fn ensure_password_user() -> Result<(), String> {
+    static CREATED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    CREATED
+        .get_or_init(|| {
+            let exists = Command::new("id").arg("-u").arg(PASSWORD_USER).output();
+            if exists.is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            let output = Command::new("useradd")
+                .args(["--system", "--create-home", "--home-dir", PASSWORD_USER_HOME, "--shell", "/bin/sh"])
+                .args(["--comment", "Proximity SSH password-login tests", PASSWORD_USER])
+                .output()
+                .map_err(|e| format!("cannot run useradd: {e}"))?;
+            // 9: created meanwhile by another process.
+            match output.status.code() {
+                Some(0) | Some(9) => Ok(()),
+                _ => Err(format!("useradd {PASSWORD_USER} failed: {}", String::from_utf8_lossy(&output.stderr).trim())),
+            }
+        })
+        .clone()
 }
