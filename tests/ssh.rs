@@ -6,11 +6,13 @@
 //! and a config from `fixtures/sshd_config.in`; the sshd (and every process
 //! it started) is killed when the test's [`Sshd`] is dropped. The system's
 //! sshd, if any, is never touched. The login user is the one running the
-//! tests (root in CI, as on a Proxmox node).
+//! tests (root in CI, as on a Proxmox node), with keys.
 //!
-//! Password login is not tested: sshd checks passwords against the system's
-//! user database (`/etc/shadow`, or PAM), and a test must not set a system
-//! user's password.
+//! Password login is tested with a dedicated local user,
+//! `proximity-ssh-test` ([`PasswordUser`]): sshd checks passwords against the
+//! system's user database, so the test (as root) creates that user once and
+//! gives it a fresh random password, locked again afterwards. The private
+//! sshd allows passwords for that user alone.
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
@@ -21,7 +23,9 @@ use std::time::{Duration, Instant};
 use proximity::backend::proxmox::ssh_pool::{
     ExecResult, HostKeyPolicy, PoolConfig, SshAuth, SshError, SshPool, SshTarget, OUTPUT_LIMIT,
 };
-use proximity_tests::sshd::{fingerprint, free_port, keygen, processes_with_argv, user, Sshd};
+use proximity_tests::sshd::{
+    fingerprint, free_port, keygen, processes_with_argv, user, PasswordUser, Sshd, PASSWORD_USER,
+};
 
 fn args(argv: &[&str]) -> Vec<String> {
     argv.iter().map(|s| s.to_string()).collect()
@@ -440,6 +444,64 @@ async fn agent_keys_log_in() {
     let _ = agent.kill();
     let _ = agent.wait();
     assert_eq!(result.unwrap().stdout, b"agent\n");
+}
+
+/// The password user, or `None` (with the reason printed) where it cannot be
+/// made outside CI; in CI a missing part fails the test.
+fn password_user() -> Option<PasswordUser> {
+    match PasswordUser::acquire() {
+        Ok(user) => Some(user),
+        Err(reason) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("the password login test cannot run in CI: {reason}")
+        }
+        Err(reason) => {
+            eprintln!("SKIPPED (not in CI): password login needs the local user {PASSWORD_USER}: {reason}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn password_login_for_the_password_user_and_keys_for_everyone_else() {
+    let Some(account) = password_user() else { return };
+    let sshd = Sshd::start();
+    let target =
+        SshTarget { user: account.name.clone(), auth: SshAuth::Password(account.password.clone()), ..sshd.target() };
+    let result = pool().exec(&target, &args(&["id", "-un"]), None, T).await.unwrap();
+    assert_eq!(result, ExecResult { status: 0, stdout: format!("{PASSWORD_USER}\n").into_bytes(), stderr: vec![] });
+
+    // A wrong password: refused, said plainly, the password not shown.
+    let wrong = format!("{}x", account.password);
+    let target = SshTarget { auth: SshAuth::Password(wrong.clone()), ..target };
+    let error = pool().exec(&target, &args(&["true"]), None, T).await.unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, SshError::Auth { .. }), "{message}");
+    assert_eq!(
+        message,
+        format!("cannot log in as {PASSWORD_USER}@127.0.0.1:{}: the server refused the password", sshd.port())
+    );
+    assert!(!message.contains(&wrong) && !format!("{error:?}").contains(&wrong), "{message}");
+
+    // The key user cannot log in with a password, even the right one: sshd
+    // offers it publickey alone.
+    let target = SshTarget { auth: SshAuth::Password(account.password.clone()), ..sshd.target() };
+    let error = pool().exec(&target, &args(&["true"]), None, T).await.unwrap_err();
+    assert!(matches!(error, SshError::Auth { .. }), "{error}");
+
+    // The key user still logs in with its key.
+    pool().exec(&sshd.target(), &args(&["true"]), None, T).await.unwrap();
+    let log = sshd.log_text();
+    assert!(log.contains(&format!("Accepted publickey for {} ", user())), "{log}");
+    assert_eq!(log.matches("Accepted password for ").count(), 1, "{log}");
+    assert!(log.contains(&format!("Accepted password for {PASSWORD_USER} ")), "{log}");
+    assert!(log.contains(&format!("Failed password for {PASSWORD_USER} ")), "{log}");
+
+    // Once the test lets go of the user, its password no longer works.
+    let password = account.password.clone();
+    drop(account);
+    let target = SshTarget { user: PASSWORD_USER.into(), auth: SshAuth::Password(password), ..sshd.target() };
+    let error = pool().exec(&target, &args(&["true"]), None, T).await.unwrap_err();
+    assert!(matches!(error, SshError::Auth { .. }), "{error}");
 }
 
 #[tokio::test]
