@@ -350,3 +350,57 @@ async fn a_missing_template_is_downloaded_and_a_command_past_its_timeout_is_kill
     cluster.backend.destroy(&c).await.unwrap();
     assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_connection_lost_during_a_step_fails_the_install_and_the_container_goes() {
+    let cluster = cluster(None).await;
+    let nginx = recipe("recipes/nginx");
+    let app_id = unique("pve-ssh-drop");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let state = cluster._state.path().to_path_buf();
+    // `apt-get update` (the first command of "Installing nginx") waits in the
+    // `pct` shim until the test has cut its connection.
+    std::fs::write(state.join("hold"), "apt-get").unwrap();
+    let mut deploy = prepared(&nginx, &[]);
+    deploy.subject.app_id = app_id.clone();
+    let backend = cluster.backend.clone();
+    let mut run =
+        tokio::spawn(async move { install_on(&runtime(), &nginx, deploy, backend, Arc::new(NoProxies)).await });
+
+    let held = loop {
+        let held = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .find_map(|e| e.file_name().to_str()?.strip_prefix("held.")?.parse::<u32>().ok());
+        if let Some(pid) = held {
+            break pid;
+        }
+        tokio::select! {
+            finished = &mut run => {
+                let outcome = finished.unwrap().outcome;
+                panic!("the install ended before its `apt-get update` ran: {:?}", outcome.map(|o| o.result))
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    };
+    // The command runs on the node: its connection goes down under it.
+    let killed = cluster._sshd.kill_connection_of(held);
+    assert!(!killed.is_empty());
+    std::fs::remove_file(state.join("hold")).unwrap();
+
+    let run = run.await.unwrap();
+    let err = run.outcome.expect_err("the install must fail when its SSH connection is lost");
+    let text = err.to_string();
+    assert_eq!(err.step.as_deref(), Some("Installing nginx"), "the error names the step: {err:?}");
+    assert!(text.contains("SSH to node pve1"), "{text}");
+    assert!(text.contains("`apt-get update`"), "names the command: {text}");
+    assert!(text.contains("the connection was lost before the command finished"), "{text}");
+    assert_eq!(err.destroyed.len(), 1, "{err:?}");
+    assert!(err.left_behind.is_empty(), "{err:?}");
+    // Gone from the simulated cluster, and the real container behind it too.
+    assert!(cluster.sim.containers().is_empty(), "{:?}", cluster.sim.containers());
+    assert_eq!(proximity_tests::lxc::containers_of(&app_id), Vec::<String>::new());
+    let destroyed = cluster.sim.requests().into_iter().filter(|r| r.method == "DELETE" && r.status == 200).count();
+    assert_eq!(destroyed, 1);
+    assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
