@@ -19,7 +19,7 @@ use proximity::backend::proxmox::tls::PveTls;
 use proximity::backend::proxmox::{labels, ProxmoxBackend, ProxmoxConfig, SshConfig};
 use proximity::backend::{Backend, ContainerRef, ContainerSpec, Features, IpConfig, NetworkSpec, NoProxies, Ownership};
 use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
-use proximity_pve_sim::{MachineFuture, Machines, PveSim, SimOptions};
+use proximity_pve_sim::{MachineFuture, Machines, NodeMemory, PveSim, SimOptions};
 use proximity_tests::lxc::{backend as lxc_backend, lxcpath, unique, Cleanup};
 use proximity_tests::sshd::Sshd;
 use proximity_tests::{install_on, prepared, recipe, repo_root};
@@ -403,4 +403,68 @@ async fn an_ssh_connection_lost_during_a_step_fails_the_install_and_the_containe
     let destroyed = cluster.sim.requests().into_iter().filter(|r| r.method == "DELETE" && r.status == 200).count();
     assert_eq!(destroyed, 1);
     assert!(cluster.sim.rejections().is_empty(), "{:?}", cluster.sim.rejections());
+}
+
+/// A backend on the simulator alone (no real containers, no SSH): enough
+/// for what the API decides.
+fn api_only(sim: &PveSim, node: Option<&str>) -> ProxmoxBackend {
+    let (id, secret) = SimOptions::default().token;
+    ProxmoxBackend::new(ProxmoxConfig {
+        api_url: sim.base_url(),
+        auth: PveAuth::Token { id, secret },
+        tls: PveTls::Fingerprint(sim.fingerprint_sha256()),
+        node: node.map(str::to_string),
+        storage: "local".into(),
+        template_storage: "local".into(),
+        bridge: "vmbr0".into(),
+        templates: BTreeMap::from([("debian-12".to_string(), TEMPLATE.to_string())]),
+        ssh: None,
+        task_timeout: Duration::from_secs(60),
+    })
+    .expect("backend")
+}
+
+#[tokio::test]
+async fn containers_go_to_the_node_with_the_largest_free_share_that_fits_unless_a_node_is_named() {
+    let sim = PveSim::start(SimOptions {
+        nodes: vec!["big".into(), "roomy".into(), "tiny".into()],
+        node_memory: BTreeMap::from([
+            // Most free memory in MiB, but the smallest share of it free (25%).
+            ("big".to_string(), NodeMemory::mib(64 * 1024, 48 * 1024)),
+            // 75% free: 6 GiB.
+            ("roomy".to_string(), NodeMemory::mib(8 * 1024, 2 * 1024)),
+            // 90% free, but only 900 MiB.
+            ("tiny".to_string(), NodeMemory::mib(1000, 100)),
+        ]),
+        ..SimOptions::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let owner = Ownership { recipe_id: "test".into(), app_id: unique("pve-place"), deployment_id: unique("dep") };
+    let needing = |memory_mb: u32| ContainerSpec { memory_mb, ..small_spec(Features::default()) };
+    let backend = api_only(&sim, None);
+
+    // 1 GiB does not fit on tiny: roomy has the largest free share of the others.
+    let c = backend.create(&owner, &needing(1024)).await.expect("create 1 GiB");
+    assert_eq!(c.node.as_deref(), Some("roomy"));
+    // 512 MiB fits on tiny, whose free share is the largest.
+    let small = backend.create(&owner, &needing(512)).await.expect("create 512 MiB");
+    assert_eq!(small.node.as_deref(), Some("tiny"));
+    // More than any node has free: refused before anything is created.
+    let err = backend.create(&owner, &needing(20 * 1024)).await.expect_err("20 GiB fits nowhere");
+    assert!(err.to_string().contains("no online Proxmox node has 20480 MiB of memory free"), "{err}");
+
+    // A configured node wins over the free shares.
+    let explicit = api_only(&sim, Some("big")).create(&owner, &needing(1024)).await.expect("create on big");
+    assert_eq!(explicit.node.as_deref(), Some("big"));
+
+    let placed: Vec<(u32, String)> = sim.containers().into_iter().map(|ct| (ct.vmid, ct.node)).collect();
+    let expected = [(&c, "roomy"), (&small, "tiny"), (&explicit, "big")]
+        .map(|(c, node)| (c.id.parse::<u32>().unwrap(), node.to_string()))
+        .to_vec();
+    assert_eq!(placed, expected);
+    let creates: Vec<String> =
+        sim.requests().into_iter().filter(|r| r.method == "POST" && r.path.ends_with("/lxc")).map(|r| r.path).collect();
+    assert_eq!(creates, ["/nodes/roomy/lxc", "/nodes/tiny/lxc", "/nodes/big/lxc"]);
+    assert!(sim.rejections().is_empty(), "{:?}", sim.rejections());
 }

@@ -67,6 +67,30 @@ pub struct SimOptions {
     pub port: u16,
     /// How long every task runs (sim time); zero finishes them on the next request.
     pub task_duration: Duration,
+    /// Memory of the nodes named here; the others have [`NodeMemory::default`].
+    pub node_memory: BTreeMap<String, NodeMemory>,
+}
+
+/// A node's memory, in bytes, before its containers: running containers add
+/// a quarter of their configured memory to `used`, as idle ones use little.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeMemory {
+    pub total: u64,
+    pub used: u64,
+}
+
+impl Default for NodeMemory {
+    /// 64 GiB, 4 GiB of it used.
+    fn default() -> Self {
+        NodeMemory { total: 64 << 30, used: 4 << 30 }
+    }
+}
+
+impl NodeMemory {
+    /// `total_mib` MiB, `used_mib` of it used.
+    pub fn mib(total_mib: u64, used_mib: u64) -> Self {
+        NodeMemory { total: total_mib << 20, used: used_mib << 20 }
+    }
 }
 
 impl Default for SimOptions {
@@ -85,6 +109,7 @@ impl Default for SimOptions {
             schema: None,
             port: 0,
             task_duration: Duration::ZERO,
+            node_memory: BTreeMap::new(),
         }
     }
 }

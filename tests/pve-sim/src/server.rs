@@ -627,16 +627,23 @@ impl State {
         }))
     }
 
-    fn node_entry(&self, node: &str, shared: &Shared) -> Value {
-        let mem: u64 = self
+    /// A node's (total, used) memory in bytes, its running containers included.
+    fn node_memory(&self, node: &str) -> (u64, u64) {
+        let base = self.options.node_memory.get(node).copied().unwrap_or_default();
+        let containers: u64 = self
             .containers
             .values()
             .filter(|ct| ct.node == node && ct.status == "running")
             .map(|ct| config_u64(&ct.config, "memory", 512) * 1024 * 1024 / 4)
             .sum();
+        (base.total, (base.used + containers).min(base.total))
+    }
+
+    fn node_entry(&self, node: &str, shared: &Shared) -> Value {
+        let (maxmem, mem) = self.node_memory(node);
         json!({
             "node": node, "id": format!("node/{node}"), "type": "node", "status": "online", "level": "",
-            "maxmem": 68_719_476_736u64, "mem": 4_294_967_296u64 + mem, "maxcpu": 16, "cpu": 0.031,
+            "maxmem": maxmem, "mem": mem, "maxcpu": 16, "cpu": 0.031,
             "maxdisk": 100_000_000_000u64, "disk": 12_000_000_000u64, "uptime": 86_400,
             "ssl_fingerprint": shared.fingerprint,
         })
@@ -656,9 +663,10 @@ impl State {
         }
         if filter.is_none() || filter == Some("node") {
             for node in &self.options.nodes {
+                let (maxmem, mem) = self.node_memory(node);
                 out.push(json!({
                     "id": format!("node/{node}"), "type": "node", "node": node, "status": "online", "level": "",
-                    "maxmem": 68_719_476_736u64, "mem": 4_294_967_296u64, "maxcpu": 16, "cpu": 0.031,
+                    "maxmem": maxmem, "mem": mem, "maxcpu": 16, "cpu": 0.031,
                     "maxdisk": 100_000_000_000u64, "disk": 12_000_000_000u64, "uptime": 86_400,
                     "cgroup-mode": 2,
                 }));

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use proximity_pve_sim::{validate, PveSim, Schema, SimOptions, DEFAULT_SCHEMA};
+use proximity_pve_sim::{validate, NodeMemory, PveSim, Schema, SimOptions, DEFAULT_SCHEMA};
 use serde_json::{json, Value};
 
 const TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
@@ -534,6 +534,39 @@ async fn nodes_resources_and_certificate() {
     assert_eq!(nodes[0]["ssl_fingerprint"], fingerprint);
     assert!(sim.token_header().starts_with("PVEAPIToken=root@pam!proximity="));
     assert!(sim.base_url().starts_with("https://127.0.0.1:") && sim.base_url().ends_with("/api2/json"));
+}
+
+#[tokio::test]
+async fn nodes_have_their_own_memory_and_running_containers_use_some() {
+    let options = SimOptions {
+        nodes: vec!["pve1".into(), "pve2".into(), "pve3".into()],
+        node_memory: BTreeMap::from([
+            ("pve1".to_string(), NodeMemory::mib(16 * 1024, 12 * 1024)),
+            ("pve2".to_string(), NodeMemory::mib(8 * 1024, 1024)),
+        ]),
+        ..SimOptions::default()
+    };
+    let sim = PveSim::start(options).await.unwrap();
+    let client = Client::token(&sim);
+    let memory = |nodes: &Value, name: &str| {
+        let node = nodes.as_array().unwrap().iter().find(|n| n["node"] == name).unwrap().clone();
+        (node["maxmem"].as_u64().unwrap(), node["mem"].as_u64().unwrap())
+    };
+    let nodes = client.ok("GET", "/nodes", &[]).await;
+    assert_eq!(memory(&nodes, "pve1"), (16 << 30, 12 << 30));
+    assert_eq!(memory(&nodes, "pve2"), (8 << 30, 1 << 30));
+    assert_eq!(memory(&nodes, "pve3"), (64 << 30, 4 << 30), "the default");
+    let resources = client.ok("GET", "/cluster/resources", &[("type", "node")]).await;
+    assert_eq!(memory(&resources, "pve2"), (8 << 30, 1 << 30));
+
+    // A running container with 1024 MiB uses a quarter of it on its node.
+    let params: Vec<(&str, &str)> = create_params("100").into_iter().chain([("start", "1")]).collect();
+    let upid = client.ok("POST", "/nodes/pve2/lxc", &params).await;
+    assert_eq!(client.wait(upid.as_str().unwrap()).await["exitstatus"], "OK");
+    let nodes = client.ok("GET", "/nodes", &[]).await;
+    assert_eq!(memory(&nodes, "pve2"), (8 << 30, (1 << 30) + (256 << 20)));
+    assert_eq!(memory(&nodes, "pve1"), (16 << 30, 12 << 30));
+    assert!(sim.rejections().is_empty(), "{:?}", sim.rejections());
 }
 
 // --- validate(), no server ---------------------------------------------------
