@@ -2,6 +2,10 @@
 //! command, against a new connection per command, on loopback to a private
 //! OpenSSH sshd (`proximity_tests::sshd`). Prints p50/p99 of each and their
 //! ratio; targets: pooled p50 < 2 ms, ratio >= 20x.
+//!
+//! Each exec costs the node a session process, the login shell and the
+//! command; the same shell and command started locally are printed as the
+//! floor, with the load average, since a busy machine raises both.
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +47,22 @@ async fn main() {
         fresh.push(started.elapsed());
         assert_eq!(out.status, 0);
     }
+    // The floor: the login shell running the same line, without SSH.
+    let shell = login_shell();
+    let mut local = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let out = std::process::Command::new(&shell)
+            .args(["-c", "echo $$; exec true"])
+            .env("SHLVL", "1")
+            .output()
+            .expect("run the login shell");
+        local.push(started.elapsed());
+        assert!(out.status.success());
+    }
     pooled.sort();
     fresh.sort();
+    local.sort();
     let stats = pool.stats();
     println!("container-exec over SSH to a loopback OpenSSH sshd (command: `true`)");
     println!(
@@ -60,4 +78,26 @@ async fn main() {
     );
     let ratio = percentile(&fresh, 0.5).as_secs_f64() / percentile(&pooled, 0.5).as_secs_f64();
     println!("  ratio (p50 new / p50 pooled): {ratio:.1}x   (target >= 20x)");
+    println!(
+        "  floor: `{shell} -c 'echo $$; exec true'` started locally: p50 {:7.2} ms; load average {}",
+        ms(percentile(&local, 0.5)),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+}
+
+/// The login shell of the user running the bench, as sshd starts it.
+fn login_shell() -> String {
+    let user = proximity_tests::sshd::user();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() == 7 && fields[0] == user)
+        .map(|fields| fields[6].to_string())
+        .unwrap_or_else(|| "/bin/sh".to_string())
 }
