@@ -291,8 +291,8 @@ impl Drop for Sshd {
 pub const PASSWORD_USER: &str = "proximity-ssh-test";
 const PASSWORD_USER_HOME: &str = "/var/lib/proximity-ssh-test";
 /// Serialises the password user's use across test processes (another test
-/// run on this machine would set another password).
-const PASSWORD_USER_LOCK: &str = "/run/lock/proximity-ssh-test.lock";
+/// run on this machine would set another password); in /run/lock.
+const PASSWORD_USER_LOCK: &str = "proximity-ssh-test.lock";
 
 /// [`PASSWORD_USER`] with a fresh random password, known only to this test;
 /// the password is locked again on drop, so the account cannot be logged into
@@ -315,15 +315,17 @@ impl PasswordUser {
                 return Err(format!("{tool} is missing: install it with `apt-get install -y passwd`"));
             }
         }
+        let lock_dir = if Path::new("/run/lock").is_dir() { PathBuf::from("/run/lock") } else { std::env::temp_dir() };
+        let lock_path = lock_dir.join(PASSWORD_USER_LOCK);
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(PASSWORD_USER_LOCK)
-            .map_err(|e| format!("cannot open {PASSWORD_USER_LOCK}: {e}"))?;
+            .open(&lock_path)
+            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
         use std::os::fd::AsRawFd;
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(format!("cannot lock {PASSWORD_USER_LOCK}: {}", std::io::Error::last_os_error()));
+            return Err(format!("cannot lock {}: {}", lock_path.display(), std::io::Error::last_os_error()));
         }
         ensure_password_user()?;
         let mut random = [0u8; 18];

@@ -22,7 +22,8 @@
 //!
 //! `argv[0]` must so be a program (`exec` cannot run a shell builtin or
 //! function), and the login shell must be a POSIX shell (bash, dash), as
-//! root's is on Proxmox VE.
+//! root's is on Proxmox VE. Bash reads `~/.bashrc` before every command sshd
+//! starts: on a node whose root has a slow one, every command pays for it.
 
 use std::fmt;
 use std::path::PathBuf;
