@@ -291,8 +291,11 @@ async fn every_bad_input_gets_its_status_and_the_one_error_shape() {
     let (status, _) = error_of(post(json!({"recipe": "nginx", "surprise": 1}).to_string()).await.unwrap()).await;
     assert_eq!(status, 422, "unknown fields are refused");
     let huge = json!({"recipe": "nginx", "params": {"greeting": "x".repeat(2 << 20)}}).to_string();
-    let (status, error) = error_of(post(huge).await.unwrap()).await;
+    let response = post(huge).await.unwrap();
+    let closing = response.headers().get("connection").is_some_and(|v| v == "close");
+    let (status, error) = error_of(response).await;
     assert_eq!(status, 413, "{error:?}");
+    assert!(closing, "a 413 tells keep-alive clients that its connection closes");
 
     let (status, error) = error_of(http.get(server.api("/apps")).send().await.unwrap()).await;
     assert_eq!((status, error.code.as_str()), (401, "unauthorized"));
