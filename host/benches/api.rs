@@ -7,14 +7,18 @@
 //! - POST: latency of `POST /api/v1/deployments` until its 202 arrives;
 //! - full: POST, then `GET /api/v1/deployments/{id}/events` read until the
 //!   stream ends after its `end` event (which must say `succeeded`);
-//! - deploys/s: full deploys completed per second of wall time;
-//! - CPU/deploy: the process's CPU time (server and clients together) per deploy;
-//! - overhead: full-deploy p99 through the API minus the p99 of the same
-//!   nginx deploy run directly with `Runtime::run` (no HTTP, no store, no
-//!   job manager), as `benches/runtime.rs` does.
+//! - direct: the same nginx deploy (`prepare` and `Runtime::run` on a sim,
+//!   no HTTP, no store, no job manager) by as many concurrent tasks on the
+//!   server's runtime, so that it queues on the same cores as the API does;
+//! - overhead p99: full p99 minus direct p99 at the same concurrency: what
+//!   the API, store and job manager add on top of running the recipe;
+//! - deploys/s, and CPU per deploy: of the server (the process minus the
+//!   client threads), of the clients, and of a direct deploy.
 //!
-//! Server, clients and direct runs share one 2-thread tokio runtime. No timing
-//! is asserted; every deploy must succeed.
+//! The server and the direct runs share one 2-thread tokio runtime; the
+//! clients have their own 2-thread runtime, whose threads' CPU clocks are
+//! read to separate their cost. The machine's cores are shared by all of it.
+//! No timing is asserted; every deploy must succeed.
 //!
 //! The listener is bound as `proximity serve` binds it (the server sets
 //! TCP_NODELAY on it: this bench showed ~40 ms delayed-ACK stalls without).
@@ -67,7 +71,7 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// CPU time (user + system) of this process so far.
+/// CPU time (user + system) of this process so far, exited threads included.
 fn cpu_time() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
     let usage = unsafe {
@@ -77,6 +81,34 @@ fn cpu_time() -> Duration {
     };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The CPU clocks of the client runtime's threads, registered as they start.
+static CLIENT_CLOCKS: std::sync::Mutex<Vec<libc::clockid_t>> = std::sync::Mutex::new(Vec::new());
+
+fn register_client_thread() {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: pthread_getcpuclockid writes one clockid_t for the calling thread.
+    if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } == 0 {
+        CLIENT_CLOCKS.lock().unwrap().push(clock);
+    }
+}
+
+/// CPU time of the client threads so far (their runtime keeps them alive).
+fn client_cpu_time() -> Duration {
+    let clocks = CLIENT_CLOCKS.lock().unwrap();
+    clocks
+        .iter()
+        .map(|&clock| {
+            // SAFETY: clock_gettime only writes the timespec it is given.
+            let ts = unsafe {
+                let mut ts: libc::timespec = std::mem::zeroed();
+                libc::clock_gettime(clock, &mut ts);
+                ts
+            };
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        })
+        .sum()
 }
 
 fn sim_backend(entries: &[CatalogEntry]) -> SimBackend {
@@ -137,25 +169,104 @@ async fn api_deploy(http: &reqwest::Client, target: &Target, app_id: &str) -> (D
     (posted, full)
 }
 
-/// One nginx deploy straight through `Runtime::run` on a fresh simulator.
-async fn direct_deploy(runtime: &Runtime, loaded: &LoadedRecipe, entry: &CatalogEntry, sim: SimBackend) -> Duration {
-    let prepared = prepare(entry.manifest.clone(), DeployInput::default()).unwrap();
-    let sim = Arc::new(sim);
-    let start = Instant::now();
-    runtime.run(loaded, prepared.install_request(sim.clone(), sim, EventSink::discard())).await.expect("nginx runs");
-    start.elapsed()
+/// Runs the same deploy as the API would, minus the API: `prepare` (the
+/// parameters checked against the manifest) and `Runtime::run` on a sim.
+#[derive(Clone)]
+struct Direct {
+    runtime: Arc<Runtime>,
+    loaded: Arc<LoadedRecipe>,
+    entry: CatalogEntry,
+    sim: Arc<SimBackend>,
 }
 
-struct Level {
-    clients: usize,
-    post: Vec<Duration>,
-    full: Vec<Duration>,
-    per_second: f64,
+impl Direct {
+    async fn deploy(&self, app_id: String) -> Duration {
+        let start = Instant::now();
+        let input = DeployInput { app_id: Some(app_id), ..Default::default() };
+        let prepared = prepare(self.entry.manifest.clone(), input).unwrap();
+        let request = prepared.install_request(self.sim.clone(), self.sim.clone(), EventSink::discard());
+        self.runtime.run(&self.loaded, request).await.expect("nginx runs");
+        start.elapsed()
+    }
+}
+
+/// Latencies of one way of deploying at one concurrency.
+struct Run {
+    /// (POST, full) for the API; (full, full) for direct runs.
+    samples: Vec<(Duration, Duration)>,
+    wall: Duration,
+    /// CPU of the whole process and of the client threads.
     cpu: Duration,
+    client_cpu: Duration,
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+impl Run {
+    fn sorted(&self, pick: impl Fn(&(Duration, Duration)) -> Duration) -> Vec<Duration> {
+        let mut values: Vec<Duration> = self.samples.iter().map(pick).collect();
+        values.sort();
+        values
+    }
+
+    fn per_deploy(&self, cpu: Duration) -> Duration {
+        cpu / self.samples.len() as u32
+    }
+
+    fn per_second(&self) -> f64 {
+        self.samples.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+/// `tasks` concurrent tasks, each doing its share of `total` deploys one
+/// after the other, spawned on `on`.
+async fn measure<F, Fut>(on: &tokio::runtime::Handle, tasks: usize, total: usize, deploy: F) -> Run
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = (Duration, Duration)> + Send,
+{
+    let per_task = total / tasks;
+    let (cpu, client_cpu) = (cpu_time(), client_cpu_time());
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let deploy = deploy.clone();
+            on.spawn(async move {
+                let mut samples = Vec::with_capacity(per_task);
+                for n in 0..per_task {
+                    samples.push(deploy(t, n).await);
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut samples = Vec::with_capacity(total);
+    for handle in handles {
+        samples.extend(handle.await.expect("a deploy task panicked"));
+    }
+    let wall = started.elapsed();
+    Run { samples, wall, cpu: cpu_time() - cpu, client_cpu: client_cpu_time() - client_cpu }
+}
+
+fn main() {
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-server")
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .on_thread_start(register_client_thread)
+        // Blocking threads too stay alive, so their clocks stay readable.
+        .thread_keep_alive(Duration::from_secs(3600))
+        .enable_all()
+        .build()
+        .unwrap();
+    let clients = client_runtime.handle().clone();
+    server_runtime.block_on(bench(clients));
+}
+
+async fn bench(clients: tokio::runtime::Handle) {
     let recipes = repo().join("recipes");
     let nginx_component = recipes.join("nginx/target/recipe.wasm");
     if !nginx_component.is_file() {
@@ -203,112 +314,163 @@ async fn main() {
          at 1 or 10 clients, and at 100 the pool, not the defaults' short queue, is what the API is measured with"
     );
     println!(
-        "{DEPLOYS_PER_LEVEL} deploys per level, split across the clients; one reqwest client each; 2 tokio threads"
+        "{DEPLOYS_PER_LEVEL} deploys per level, split across the clients (one reqwest client each, on their own \
+         2-thread runtime); server and direct runs on another 2-thread runtime; {} CPU(s) for all of it",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
     // Warm-up: compile and cache the component, open connections, fill caches.
-    let warm = reqwest::Client::new();
-    for n in 0..5 {
-        api_deploy(&warm, &target, &format!("warm-{n}")).await;
-    }
+    let warm = {
+        let target = target.clone();
+        clients.spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0..5 {
+                api_deploy(&http, &target, &format!("warm-{n}")).await;
+            }
+        })
+    };
+    warm.await.expect("the warm-up deploys");
     let entry = entries.iter().find(|e| e.manifest.recipe.id == RECIPE).expect("nginx is in the catalog").clone();
-    let loaded = runtime.load(&entry.component_path()).await.unwrap();
-    for _ in 0..5 {
-        direct_deploy(&runtime, &loaded, &entry, sim_backend(&entries)).await;
+    let direct = Direct {
+        loaded: runtime.load(&entry.component_path()).await.unwrap(),
+        runtime,
+        entry,
+        sim: Arc::new(sim_backend(&entries)),
+    };
+    for n in 0..5 {
+        direct.deploy(format!("warm-direct-{n}")).await;
     }
+    let here = tokio::runtime::Handle::current();
 
-    // Direct runs alone, one at a time: the baseline the target is about.
-    let mut serial = Vec::new();
-    let cpu = cpu_time();
-    for _ in 0..DEPLOYS_PER_LEVEL {
-        serial.push(direct_deploy(&runtime, &loaded, &entry, sim_backend(&entries)).await);
-    }
-    let direct_cpu = (cpu_time() - cpu) / serial.len() as u32;
-    serial.sort();
+    // Direct runs, one at a time: the recipe's own cost.
+    let serial = {
+        let direct = direct.clone();
+        measure(&here, 1, DEPLOYS_PER_LEVEL, move |_, n| {
+            let direct = direct.clone();
+            async move {
+                let took = direct.deploy(format!("serial-{n}")).await;
+                (took, took)
+            }
+        })
+        .await
+    };
+    let serial_full = serial.sorted(|s| s.1);
     println!(
-        "direct Runtime::run (serial, {} runs): p50 {}, p99 {}, CPU/deploy {}",
-        serial.len(),
-        fmt(pct(&serial, 50.0)),
-        fmt(pct(&serial, 99.0)),
-        fmt(direct_cpu)
+        "direct deploy (prepare + Runtime::run), serial, {} runs: p50 {}, p99 {}, CPU/deploy {}",
+        serial.samples.len(),
+        fmt(pct(&serial_full, 50.0)),
+        fmt(pct(&serial_full, 99.0)),
+        fmt(serial.per_deploy(serial.cpu))
     );
 
     let mut levels = Vec::new();
-    for clients in LEVELS {
-        let per_client = DEPLOYS_PER_LEVEL / clients;
-
-        // Through the API.
-        let cpu = cpu_time();
-        let started = Instant::now();
-        let mut tasks = Vec::new();
-        for c in 0..clients {
-            let target = target.clone();
-            tasks.push(tokio::spawn(async move {
-                let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-                let mut samples = Vec::with_capacity(per_client);
-                for n in 0..per_client {
-                    samples.push(api_deploy(&http, &target, &format!("b{clients}-c{c}-{n}")).await);
+    for tasks in LEVELS {
+        let direct_run = {
+            let direct = direct.clone();
+            measure(&here, tasks, DEPLOYS_PER_LEVEL, move |t, n| {
+                let direct = direct.clone();
+                async move {
+                    let took = direct.deploy(format!("d{tasks}-t{t}-{n}")).await;
+                    (took, took)
                 }
-                samples
-            }));
-        }
-        let mut samples = Vec::new();
-        for task in tasks {
-            samples.extend(task.await.expect("a client panicked"));
-        }
-        let wall = started.elapsed();
-        let cpu = (cpu_time() - cpu) / samples.len() as u32;
-        let per_second = samples.len() as f64 / wall.as_secs_f64();
-        let (mut post, mut full): (Vec<_>, Vec<_>) = samples.into_iter().unzip();
-        post.sort();
-        full.sort();
-        levels.push(Level { clients, post, full, per_second, cpu });
+            })
+            .await
+        };
+        let api_run = {
+            let target = target.clone();
+            let http: Vec<reqwest::Client> = (0..tasks)
+                .map(|_| reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap())
+                .collect();
+            let http = Arc::new(http);
+            measure(&clients, tasks, DEPLOYS_PER_LEVEL, move |c, n| {
+                let (target, http) = (target.clone(), http.clone());
+                async move { api_deploy(&http[c], &target, &format!("b{tasks}-c{c}-{n}")).await }
+            })
+            .await
+        };
+        levels.push((tasks, direct_run, api_run));
     }
 
-    let direct_p99 = pct(&serial, 99.0);
     println!();
     println!(
-        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} | {:>10} | {:>12}",
-        "clients", "POST p50", "POST p99", "full p50", "full p99", "deploys/s", "CPU/deploy", "overhead p99"
+        "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12} | {:>9} | {:>10} {:>10} {:>10}",
+        "clients",
+        "POST p50",
+        "POST p99",
+        "full p50",
+        "full p99",
+        "direct50",
+        "direct99",
+        "overhead p99",
+        "deploys/s",
+        "CPU server",
+        "CPU client",
+        "CPU direct"
     );
-    let mut last = None;
-    for level in &levels {
-        let overhead = pct(&level.full, 99.0).saturating_sub(direct_p99);
+    for (tasks, direct_run, api_run) in &levels {
+        let post = api_run.sorted(|s| s.0);
+        let full = api_run.sorted(|s| s.1);
+        let direct_full = direct_run.sorted(|s| s.1);
+        let overhead = pct(&full, 99.0).saturating_sub(pct(&direct_full, 99.0));
         println!(
-            "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9.1} | {:>10} | {:>12}",
-            level.clients,
-            fmt(pct(&level.post, 50.0)),
-            fmt(pct(&level.post, 99.0)),
-            fmt(pct(&level.full, 50.0)),
-            fmt(pct(&level.full, 99.0)),
-            level.per_second,
-            fmt(level.cpu),
-            fmt(overhead)
+            "{:>7} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>12} | {:>9.1} | {:>10} {:>10} {:>10}",
+            tasks,
+            fmt(pct(&post, 50.0)),
+            fmt(pct(&post, 99.0)),
+            fmt(pct(&full, 50.0)),
+            fmt(pct(&full, 99.0)),
+            fmt(pct(&direct_full, 50.0)),
+            fmt(pct(&direct_full, 99.0)),
+            fmt(overhead),
+            api_run.per_second(),
+            fmt(api_run.per_deploy(api_run.cpu.saturating_sub(api_run.client_cpu))),
+            fmt(api_run.per_deploy(api_run.client_cpu)),
+            fmt(direct_run.per_deploy(direct_run.cpu)),
         );
-        last = Some((level, overhead));
     }
     println!();
     println!(
-        "full = POST + event stream until its end event (all {} deploys succeeded); CPU/deploy = the process's",
+        "full = POST + event stream until its end event (all {} API deploys succeeded); direct = the same deploy by \
+         as many concurrent tasks without the API;",
         levels.len() * DEPLOYS_PER_LEVEL
     );
     println!(
-        "CPU time (server + clients) per deploy, {} for a direct run; overhead p99 = full p99 - direct p99 ({}).",
-        fmt(direct_cpu),
-        fmt(direct_p99)
+        "overhead p99 = full p99 - direct p99 at that concurrency; CPU per deploy: server = the process minus the \
+         client threads (API level), client = the reqwest clients, direct = the process (direct level)."
     );
-    let (level, overhead) = last.unwrap();
-    let verdict = if overhead < TARGET_OVERHEAD { "met" } else { "MISSED" };
+
+    let (tasks, direct_run, api_run) = levels.last().unwrap();
+    let full = api_run.sorted(|s| s.1);
+    let direct_full = direct_run.sorted(|s| s.1);
+    let overhead = pct(&full, 99.0).saturating_sub(pct(&direct_full, 99.0));
+    let met = overhead < TARGET_OVERHEAD;
     println!(
-        "{}-client p99 host overhead: {} (target < {}: {verdict}); with {} clients in flight at {:.0} deploys/s, \
-         Little's law puts the mean full latency at {} here",
-        level.clients,
+        "{tasks}-client p99 host overhead: {} - {} = {} (target < {}): {}",
+        fmt(pct(&full, 99.0)),
+        fmt(pct(&direct_full, 99.0)),
         fmt(overhead),
         fmt(TARGET_OVERHEAD),
-        level.clients,
-        level.per_second,
-        fmt(Duration::from_secs_f64(level.clients as f64 / level.per_second))
+        if met { "met" } else { "MISSED" }
     );
+    if !met {
+        // Why: with this many deploys in flight, latency is queueing behind
+        // CPU, so the extra CPU per deploy is what sets it (Little's law).
+        let server = api_run.per_deploy(api_run.cpu.saturating_sub(api_run.client_cpu));
+        let client = api_run.per_deploy(api_run.client_cpu);
+        let direct = direct_run.per_deploy(direct_run.cpu);
+        println!(
+            "why: {tasks} deploys in flight at {:.0} deploys/s put the mean full latency at {} (Little's law), \
+             against {} for direct runs at {:.0}/s; per deploy the server spends {} of CPU and the clients {} \
+             on the same cores, where a direct deploy takes {}",
+            api_run.per_second(),
+            fmt(Duration::from_secs_f64(*tasks as f64 / api_run.per_second())),
+            fmt(Duration::from_secs_f64(*tasks as f64 / direct_run.per_second())),
+            direct_run.per_second(),
+            fmt(server),
+            fmt(client),
+            fmt(direct),
+        );
+    }
 
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();

@@ -3,6 +3,7 @@
 //! and restarts) and broadcast (for live ones); a restarted server finds the
 //! jobs a crash interrupted and cleans up after them.
 
+mod journal;
 mod metrics;
 mod recovery;
 mod worker;
@@ -18,7 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::backend::{Backend, ProxyExecutor};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogEntry};
 use crate::runtime::{LoadedRecipe, Runtime};
 use crate::store::Store;
 
@@ -115,6 +116,10 @@ struct Inner {
     slots: Arc<Semaphore>,
     node_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     live: Mutex<HashMap<String, Live>>,
+    /// Stores, then broadcasts, the jobs' events.
+    journal: journal::Journal,
+    /// Catalog entries by recipe id, read again when their `recipe.toml` changes.
+    entries: Mutex<HashMap<String, (FileStamp, CatalogEntry)>>,
     /// Loaded components by path, reloaded when the file's digest changes.
     recipes: Mutex<HashMap<PathBuf, (std::time::SystemTime, Arc<LoadedRecipe>)>>,
     /// One load at a time: simultaneous first requests compile once.
@@ -124,6 +129,20 @@ struct Inner {
     closed: std::sync::atomic::AtomicBool,
     /// Cancelled when the grace period is over: running jobs stop.
     shutting_down: CancellationToken,
+}
+
+/// What a file looked like: a changed file has another mtime or length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: std::time::SystemTime,
+    len: u64,
+}
+
+impl FileStamp {
+    fn of(path: &std::path::Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(FileStamp { modified: meta.modified().ok()?, len: meta.len() })
+    }
 }
 
 /// The job id doubles as the deployment id that labels its containers.
@@ -179,6 +198,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Jobs {
     pub fn new(services: Services, config: JobsConfig, metrics: Arc<Metrics>) -> Jobs {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let journal = journal::Journal::start(services.store.clone());
         Jobs {
             inner: Arc::new(Inner {
                 services,
@@ -187,6 +207,8 @@ impl Jobs {
                 slots,
                 node_slots: Mutex::default(),
                 live: Mutex::default(),
+                journal,
+                entries: Mutex::default(),
                 recipes: Mutex::default(),
                 loading: tokio::sync::Mutex::default(),
                 tasks: TaskTracker::new(),
@@ -224,8 +246,7 @@ impl Jobs {
         if !is_id {
             return Err(JobError::NotFound(format!("no recipe `{id}` in the catalog")));
         }
-        let entry =
-            self.catalog().find(id).map_err(|_| JobError::NotFound(format!("no recipe `{id}` in the catalog")))?;
+        let entry = self.catalog_entry(id)?;
         let path = entry.component_path();
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|err| {
             JobError::Internal(format!("recipe `{id}` has no built component at {}: {err}", path.display()))
@@ -248,6 +269,28 @@ impl Jobs {
             .map_err(|err| JobError::Internal(format!("recipe `{id}`: {err:#}")))?;
         lock(&self.inner.recipes).insert(path, (modified, loaded.clone()));
         Ok((entry, loaded))
+    }
+
+    /// A catalog recipe by id; its manifest is parsed and validated again
+    /// only when its `recipe.toml` changed since the last request.
+    fn catalog_entry(&self, id: &str) -> Result<CatalogEntry, JobError> {
+        let cached = lock(&self.inner.entries).get(id).cloned();
+        if let Some((stamp, entry)) = cached {
+            if FileStamp::of(&entry.dir.join("recipe.toml")) == Some(stamp) {
+                return Ok(entry);
+            }
+        }
+        // Stamped before reading: a change in between is read again next time.
+        let stamp = FileStamp::of(&self.catalog().root().join(id).join("recipe.toml"));
+        let entry =
+            self.catalog().find(id).map_err(|_| JobError::NotFound(format!("no recipe `{id}` in the catalog")))?;
+        match stamp {
+            Some(stamp) if entry.dir == self.catalog().root().join(id) => {
+                lock(&self.inner.entries).insert(id.to_string(), (stamp, entry.clone()));
+            }
+            _ => {}
+        }
+        Ok(entry)
     }
 
     /// Validate a deployment and queue its install job.
@@ -294,7 +337,6 @@ impl Jobs {
         if !request.dry_run && self.store().app(&app_id)?.is_some() {
             return Err(JobError::Conflict(format!("an app named `{app_id}` already exists")));
         }
-        self.store().record_recipe(&manifest.recipe.id, &manifest.recipe.version.to_string(), &loaded.digest)?;
         let job = api::Job {
             id: prepared.subject.deployment_id.clone(),
             kind: api::JobKind::Install,
@@ -353,7 +395,6 @@ impl Jobs {
         };
         let prepared = crate::deploy::prepare(manifest.clone(), input)
             .map_err(|errors| JobError::InvalidParams(field_problems(errors)))?;
-        self.store().record_recipe(&manifest.recipe.id, &manifest.recipe.version.to_string(), &loaded.digest)?;
         let job = api::Job {
             id: prepared.subject.deployment_id.clone(),
             kind,
@@ -397,7 +438,8 @@ impl Jobs {
             let app_id = if work.dry_run { String::new() } else { work.job.app_id.clone() };
             live.insert(work.job.id.clone(), Live { events: events.clone(), cancel: cancel.clone(), app_id });
         }
-        if let Err(err) = self.store().insert_job(&work.job) {
+        // The recipe version is recorded as seen with the job, in one commit.
+        if let Err(err) = self.store().insert_job_of_recipe(&work.job, &work.loaded.digest) {
             lock(&self.inner.live).remove(&work.job.id);
             return Err(err.into());
         }

@@ -2,14 +2,14 @@
 //! record every event, then store what the run made of the app.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::journal::Journal;
 use super::{lock, JobError, Jobs};
 use crate::api;
 use crate::backend::sim::{SimBackend, SimScript};
@@ -31,26 +31,38 @@ pub(super) struct Work {
     pub dry_run: bool,
 }
 
-/// Numbers, stores and broadcasts a job's events.
+/// Numbers a job's events and hands them to the journal, which stores and
+/// then broadcasts them.
 #[derive(Clone)]
 struct Recorder {
-    jobs: Jobs,
-    job_id: String,
-    seq: Arc<AtomicU64>,
+    journal: Journal,
+    job_id: Arc<str>,
+    /// The last seq given out. Held while queueing, so the journal gets
+    /// the job's events in seq order.
+    seq: Arc<Mutex<u64>>,
     started: Instant,
     live: broadcast::Sender<api::JobEvent>,
 }
 
 impl Recorder {
     fn record(&self, kind: &str, fill: impl FnOnce(&mut api::JobEvent)) {
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut event = api::JobEvent::new(seq, self.started.elapsed().as_millis() as u64, kind);
+        let mut seq = lock(&self.seq);
+        *seq += 1;
+        let mut event = api::JobEvent::new(*seq, self.started.elapsed().as_millis() as u64, kind);
         fill(&mut event);
-        if let Err(err) = self.jobs.store().append_event(&self.job_id, &event) {
-            tracing::error!(job = %self.job_id, "cannot store an event: {err}");
+        self.journal.append(&self.job_id, event, &self.live);
+    }
+
+    /// Record the job's final state and its `end` event (which carries the
+    /// job as stored), and wait until both are stored and the end is sent.
+    async fn finish(&self, outcome: (api::JobState, Option<serde_json::Value>, Option<serde_json::Value>)) {
+        {
+            let mut seq = lock(&self.seq);
+            *seq += 1;
+            let end = api::JobEvent::new(*seq, self.started.elapsed().as_millis() as u64, "end");
+            self.journal.finish(&self.job_id, outcome, end, &self.live);
         }
-        // Nobody listening is fine: late readers replay from the store.
-        let _ = self.live.send(event);
+        self.journal.flush().await;
     }
 
     fn run_event(&self, event: Event) {
@@ -72,8 +84,8 @@ impl Recorder {
 impl Jobs {
     pub(super) async fn run(&self, work: Work, events: broadcast::Sender<api::JobEvent>, cancel: CancellationToken) {
         let recorder = Recorder {
-            jobs: self.clone(),
-            job_id: work.job.id.clone(),
+            journal: self.inner.journal.clone(),
+            job_id: work.job.id.as_str().into(),
             seq: Arc::default(),
             started: Instant::now(),
             live: events,
@@ -100,9 +112,8 @@ impl Jobs {
                 )
             }
             Some(_permits) => {
-                if let Err(err) = self.store().set_job_state(&work.job.id, api::JobState::Running, None, None) {
-                    tracing::error!(job = %work.job.id, "cannot mark the job running: {err}");
-                }
+                // Stored with the job's first events, in their transaction.
+                recorder.journal.running(&recorder.job_id);
                 self.metrics().job_started();
                 let started = Instant::now();
                 let (state, result, error) = self.execute(&work, &recorder, cancel).await;
@@ -110,11 +121,9 @@ impl Jobs {
                 (state, result, error)
             }
         };
-        if let Err(err) = self.store().set_job_state(&work.job.id, state, result.as_ref(), error.as_ref()) {
-            tracing::error!(job = %work.job.id, "cannot record the job's end: {err}");
-        }
-        let final_job = self.store().job(&work.job.id).ok().flatten();
-        recorder.record("end", |e| e.job = final_job.map(Box::new));
+        // Stored and sent before the job stops being live: a reader that
+        // finds no live job finds the end in the store.
+        recorder.finish((state, result, error)).await;
         lock(&self.inner.live).remove(&work.job.id);
     }
 
@@ -207,7 +216,10 @@ impl Jobs {
             (ActionResult::Installed { app: info }, None) => {
                 let record = self.new_app_record(work, info, outcome);
                 store.put_app(&record)?;
-                store.put_secrets(&record.app.id, &secret_values(&work.prepared))?;
+                let secrets = secret_values(&work.prepared);
+                if !secrets.is_empty() {
+                    store.put_secrets(&record.app.id, &secrets)?;
+                }
             }
             (ActionResult::Upgraded { app: info }, Some(old)) => {
                 let mut record = old.clone();

@@ -202,10 +202,9 @@ pub(crate) async fn events(
     shutdown: Option<Extension<ShutdownSignal>>,
 ) -> Result<Response, ApiError> {
     let after = resume_after(&headers, query.as_deref())?;
-    let jobs = state.jobs.clone();
-    let lookup = id.clone();
-    // Unknown jobs are refused here, before any of the stream is sent.
-    let subscription = blocking(move || Ok(jobs.subscribe(&lookup, after)?)).await?;
+    // Unknown jobs are refused here, before any of the stream is sent. Reads
+    // only, which WAL never makes wait: no need for a blocking thread.
+    let subscription = state.jobs.subscribe(&id, after)?;
     let store = state.jobs.store().clone();
     let refill: Refill = Arc::new(move |after| {
         let (store, id) = (store.clone(), id.clone());

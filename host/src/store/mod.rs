@@ -2,8 +2,9 @@
 //! events, apps, and the apps' secrets (encrypted at rest).
 //!
 //! One SQLite file in WAL mode, so that the CLI and a running server can open
-//! it at once. [`Store`] serializes its own calls on one connection: each is a
-//! short local query, so async callers may call it directly or through
+//! it at once. [`Store`] serializes its writes on one connection and its reads
+//! on another (WAL lets a read run while a write commits): each is a short
+//! local query, so async callers may call it directly or through
 //! `spawn_blocking` as they prefer. Nothing here logs, and no error carries a
 //! secret value or token plaintext.
 
@@ -34,6 +35,9 @@ pub const TOKEN_PREFIX: &str = "prx_";
 const TOKEN_RANDOM_LEN: usize = 40;
 const TOKEN_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// `last_used_at` is rewritten at most this often per token: a token check
+/// is then a read, and `token ls` is still right to the minute.
+const TOKEN_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,7 +91,10 @@ pub struct AppRecord {
 }
 
 pub struct Store {
+    /// Writes, and reads that belong to a write.
     conn: Mutex<Connection>,
+    /// Plain reads (`query_only`), so they never wait behind a commit.
+    reader: Mutex<Connection>,
     cipher: SecretBox,
 }
 
@@ -130,12 +137,15 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open_error)?;
         migrations::migrate(&mut conn)?;
+        let reader = Connection::open(db_path).map_err(open_error)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        reader.pragma_update(None, "query_only", "ON").map_err(open_error)?;
         let mut key = secrets::load_or_create_key(key_path)?;
         let cipher = SecretBox::new(&key);
         // Best effort: the key lives on in the cipher only.
         key.fill(0);
         std::hint::black_box(&key);
-        Ok(Store { conn: Mutex::new(conn), cipher })
+        Ok(Store { conn: Mutex::new(conn), reader: Mutex::new(reader), cipher })
     }
 
     pub fn schema_version(&self) -> Result<u32, StoreError> {
@@ -146,6 +156,11 @@ impl Store {
     /// open (dropping one rolls it back), so a poisoned lock is still usable.
     fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The read-only connection; it sees every write committed before the call.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     // ---- API tokens ----
@@ -180,7 +195,7 @@ impl Store {
 
     /// All tokens, revoked ones included, oldest first.
     pub fn tokens(&self) -> Result<Vec<TokenInfo>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT id, name, created_at, last_used_at, revoked_at FROM tokens ORDER BY id")?;
         let tokens = stmt.query_map([], token_from_row)?.collect::<Result<_, _>>()?;
         Ok(tokens)
@@ -195,20 +210,41 @@ impl Store {
         Ok(changed > 0)
     }
 
-    /// The live token with this plaintext, after recording its use; `None`
-    /// for an unknown or revoked token.
+    /// The live token with this plaintext, after recording its use (see
+    /// [`Store::token_use_is_stale`]); `None` for an unknown or revoked token.
     pub fn verify_token(&self, plaintext: &str) -> Result<Option<TokenInfo>, StoreError> {
+        let Some(mut token) = self.find_token(plaintext)? else {
+            return Ok(None);
+        };
+        if !token_use_is_stale(&token) {
+            return Ok(Some(token));
+        }
+        let now = now_rfc3339();
+        // Only while it is still live: a revocation since the read wins.
+        let touched = self
+            .conn()
+            .prepare_cached("UPDATE tokens SET last_used_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+            .execute(params![token.id, now])?;
+        if touched == 0 {
+            return Ok(None);
+        }
+        token.last_used_at = Some(now);
+        Ok(Some(token))
+    }
+
+    /// The live token with this plaintext, without recording its use: a read
+    /// only. [`Store::verify_token`] is the check that also records it.
+    pub fn find_token(&self, plaintext: &str) -> Result<Option<TokenInfo>, StoreError> {
         if !looks_like_token(plaintext) {
             return Ok(None);
         }
-        let conn = self.conn();
-        let token = conn
-            .query_row(
-                "UPDATE tokens SET last_used_at = ?2 WHERE hash = ?1 AND revoked_at IS NULL
-                 RETURNING id, name, created_at, last_used_at, revoked_at",
-                params![token_hash(plaintext), now_rfc3339()],
-                token_from_row,
-            )
+        let token = self
+            .reader()
+            .prepare_cached(
+                "SELECT id, name, created_at, last_used_at, revoked_at FROM tokens
+                 WHERE hash = ?1 AND revoked_at IS NULL",
+            )?
+            .query_row([token_hash(plaintext)], token_from_row)
             .optional()?;
         Ok(token)
     }
@@ -219,78 +255,46 @@ impl Store {
     /// inserts it, or moves `last_seen` of a known one (keeping `first_seen`).
     /// A version whose digest changes gets a row per digest.
     pub fn record_recipe(&self, id: &str, version: &str, digest: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO recipes (id, version, digest, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (id, version, digest) DO UPDATE SET last_seen = excluded.last_seen",
-            params![id, version, digest, now_rfc3339()],
-        )?;
-        Ok(())
+        record_recipe(&self.conn(), id, version, digest)
     }
 
     // ---- jobs ----
 
     pub fn insert_job(&self, job: &Job) -> Result<(), StoreError> {
-        let result = job.result.as_ref().map(to_json).transpose()?;
-        let error = job.error.as_ref().map(to_json).transpose()?;
-        let inserted = self.conn().execute(
-            "INSERT INTO jobs (id, kind, recipe, version, app_id, state, dry_run, created_at, started_at,
-                               finished_at, result_json, error_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            params![
-                job.id,
-                enum_text(&job.kind)?,
-                job.recipe,
-                job.version,
-                job.app_id,
-                job.state.as_str(),
-                job.dry_run,
-                job.created_at,
-                job.started_at,
-                job.finished_at,
-                result,
-                error,
-            ],
-        );
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_constraint(&e) => Err(StoreError::Conflict(format!("job `{}` already exists", job.id))),
-            Err(e) => Err(e.into()),
-        }
+        insert_job(&self.conn(), job)
     }
 
-    /// Moves a job to `state`. Entering `Running` sets `started_at` (the first
-    /// time only); a finished state sets `finished_at` (the first time only),
-    /// an unfinished one clears it. `result` and `error` are replaced only when
-    /// given.
+    /// [`Store::record_recipe`] for the job's recipe and version with
+    /// `digest`, then [`Store::insert_job`], in one transaction.
+    pub fn insert_job_of_recipe(&self, job: &Job, digest: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        record_recipe(&tx, &job.recipe, &job.version, digest)?;
+        insert_job(&tx, job)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves a job to `state` and returns it as it now is. Entering `Running`
+    /// sets `started_at` (the first time only); a finished state sets
+    /// `finished_at` (the first time only), an unfinished one clears it.
+    /// `result` and `error` are replaced only when given.
     pub fn set_job_state(
         &self,
         id: &str,
         state: JobState,
         result: Option<&serde_json::Value>,
         error: Option<&serde_json::Value>,
-    ) -> Result<(), StoreError> {
-        let result = result.map(to_json).transpose()?;
-        let error = error.map(to_json).transpose()?;
-        let changed = self.conn().execute(
-            "UPDATE jobs SET
-                state = ?2,
-                started_at = CASE WHEN ?3 AND started_at IS NULL THEN ?5 ELSE started_at END,
-                finished_at = CASE WHEN ?4 THEN COALESCE(finished_at, ?5) ELSE NULL END,
-                result_json = COALESCE(?6, result_json),
-                error_json = COALESCE(?7, error_json)
-             WHERE id = ?1",
-            params![id, state.as_str(), state == JobState::Running, state.is_finished(), now_rfc3339(), result, error],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound(format!("no job `{id}`")));
-        }
-        Ok(())
+    ) -> Result<Job, StoreError> {
+        set_job_state(&self.conn(), id, state, result, error)
     }
 
     pub fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
-        let conn = self.conn();
-        let row =
-            conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"), [id], JobRow::read).optional()?;
+        let row = self
+            .reader()
+            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+            .query_row([id], JobRow::read)
+            .optional()?;
         row.map(JobRow::into_job).transpose()
     }
 
@@ -314,7 +318,7 @@ impl Store {
     }
 
     fn query_jobs(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Job>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(sql)?;
         let rows: Vec<JobRow> = stmt.query_map(params, JobRow::read)?.collect::<Result<_, _>>()?;
         rows.into_iter().map(JobRow::into_job).collect()
@@ -327,34 +331,62 @@ impl Store {
     /// Appends events in one transaction: all or none. A `seq` the job
     /// already has is a conflict.
     pub fn append_events(&self, job_id: &str, events: &[JobEvent]) -> Result<(), StoreError> {
+        let batch: Vec<(&str, &JobEvent)> = events.iter().map(|event| (job_id, event)).collect();
+        self.append_event_batch(&batch)
+    }
+
+    /// Appends events of any jobs, as (job id, event), in one transaction:
+    /// all or none.
+    pub fn append_event_batch(&self, events: &[(&str, &JobEvent)]) -> Result<(), StoreError> {
+        let writes: Vec<JobWrite<'_>> =
+            events.iter().map(|(job_id, event)| JobWrite::Event { job_id, event }).collect();
+        self.write_jobs(&writes).map(|_| ())
+    }
+
+    /// Applies job writes in order in one transaction: all or none. One
+    /// commit for many writes is what keeps a busy server's job log cheap.
+    /// Returns the `end` event of each [`JobWrite::Finish`], in order.
+    pub fn write_jobs(&self, writes: &[JobWrite<'_>]) -> Result<Vec<JobEvent>, StoreError> {
+        // Plain events are encoded before the connection is taken.
+        let encoded = writes
+            .iter()
+            .map(|write| match write {
+                JobWrite::Event { event, .. } => to_json(event),
+                _ => Ok(String::new()),
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut ends = Vec::new();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached("INSERT INTO job_events (job_id, seq, json) VALUES (?1, ?2, ?3)")?;
-            for event in events {
-                let seq = seq_to_sql(event.seq)?;
-                match stmt.execute(params![job_id, seq, to_json(event)?]) {
-                    Ok(_) => {}
-                    Err(e) if is_foreign_key(&e) => return Err(StoreError::NotFound(format!("no job `{job_id}`"))),
-                    Err(e) if is_constraint(&e) => {
-                        return Err(StoreError::Conflict(format!("job `{job_id}` already has event {}", event.seq)))
-                    }
-                    Err(e) => return Err(e.into()),
+        for (write, json) in writes.iter().zip(encoded) {
+            match *write {
+                JobWrite::Event { job_id, event } => insert_event(&tx, job_id, event.seq, &json)?,
+                JobWrite::State { job_id, state } => {
+                    set_job_state(&tx, job_id, state, None, None)?;
+                }
+                JobWrite::Finish { job_id, state, result, error, end } => {
+                    let job = set_job_state(&tx, job_id, state, result, error)?;
+                    let end = JobEvent { job: Some(Box::new(job)), ..end.clone() };
+                    insert_event(&tx, job_id, end.seq, &to_json(&end)?)?;
+                    ends.push(end);
                 }
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(ends)
     }
 
     /// The job's events with `seq > after_seq`, in order.
     pub fn events_after(&self, job_id: &str, after_seq: u64) -> Result<Vec<JobEvent>, StoreError> {
         let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, json FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq")?;
-        let rows: Vec<(i64, String)> =
-            stmt.query_map(params![job_id, after], |row| Ok((row.get(0)?, row.get(1)?)))?.collect::<Result<_, _>>()?;
+        let rows: Vec<(i64, String)> = {
+            let conn = self.reader();
+            let mut stmt =
+                conn.prepare_cached("SELECT seq, json FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq")?;
+            let rows = stmt.query_map(params![job_id, after], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        // Parsed after the connection is released.
         rows.into_iter()
             .map(|(seq, json)| {
                 let mut event: JobEvent = from_json(&json, || format!("event {seq} of job `{job_id}`"))?;
@@ -366,11 +398,10 @@ impl Store {
 
     /// The job's highest event `seq`; 0 when it has none.
     pub fn last_seq(&self, job_id: &str) -> Result<u64, StoreError> {
-        let seq: i64 = self.conn().query_row(
-            "SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?1",
-            [job_id],
-            |row| row.get(0),
-        )?;
+        let seq: i64 = self
+            .reader()
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM job_events WHERE job_id = ?1")?
+            .query_row([job_id], |row| row.get(0))?;
         seq_from_sql(seq)
     }
 
@@ -380,14 +411,16 @@ impl Store {
     /// secrets (an update, not delete-and-insert, so nothing cascades).
     pub fn put_app(&self, record: &AppRecord) -> Result<(), StoreError> {
         let app = &record.app;
-        self.conn().execute(
-            "INSERT INTO apps (id, state, created_at, updated_at, backend, app_json, containers_json, params_json)
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO apps (id, state, created_at, updated_at, backend, app_json, containers_json, params_json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (id) DO UPDATE SET
                 state = excluded.state, created_at = excluded.created_at, updated_at = excluded.updated_at,
                 backend = excluded.backend, app_json = excluded.app_json,
                 containers_json = excluded.containers_json, params_json = excluded.params_json",
-            params![
+            )?
+            .execute(params![
                 app.id,
                 app.state.as_str(),
                 app.created_at,
@@ -396,21 +429,22 @@ impl Store {
                 to_json(app)?,
                 to_json(&record.container_refs)?,
                 to_json(&record.param_values)?,
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     pub fn app(&self, id: &str) -> Result<Option<AppRecord>, StoreError> {
-        let conn = self.conn();
-        let row =
-            conn.query_row(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"), [id], AppRow::read).optional()?;
+        let row = self
+            .reader()
+            .prepare_cached(&format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"))?
+            .query_row([id], AppRow::read)
+            .optional()?;
         row.map(AppRow::into_record).transpose()
     }
 
     /// All apps, oldest first.
     pub fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&format!("SELECT {APP_COLUMNS} FROM apps ORDER BY created_at, rowid"))?;
         let rows: Vec<AppRow> = stmt.query_map([], AppRow::read)?.collect::<Result<_, _>>()?;
         rows.into_iter().map(AppRow::into_record).collect()
@@ -418,10 +452,10 @@ impl Store {
 
     /// Sets the app's state and `updated_at`; false if there is no such app.
     pub fn set_app_state(&self, id: &str, state: AppState) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
-            "UPDATE apps SET state = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, state.as_str(), now_rfc3339()],
-        )?;
+        let changed = self
+            .conn()
+            .prepare_cached("UPDATE apps SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, state.as_str(), now_rfc3339()])?;
         Ok(changed > 0)
     }
 
@@ -464,7 +498,7 @@ impl Store {
     /// The app's secret values in clear; empty for an app without any.
     pub fn secrets(&self, app_id: &str) -> Result<BTreeMap<String, String>, StoreError> {
         let rows: Vec<(String, Vec<u8>, Vec<u8>)> = {
-            let conn = self.conn();
+            let conn = self.reader();
             let mut stmt = conn.prepare_cached("SELECT name, nonce, ciphertext FROM app_secrets WHERE app_id = ?1")?;
             let rows = stmt
                 .query_map([app_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
@@ -482,6 +516,116 @@ impl Store {
         }
         Ok(secrets)
     }
+}
+
+/// One write of [`Store::write_jobs`].
+#[derive(Clone, Copy, Debug)]
+pub enum JobWrite<'a> {
+    /// [`Store::append_event`].
+    Event { job_id: &'a str, event: &'a JobEvent },
+    /// [`Store::set_job_state`], without result or error.
+    State { job_id: &'a str, state: JobState },
+    /// [`Store::set_job_state`], then `end` appended with the job as it now is.
+    Finish {
+        job_id: &'a str,
+        state: JobState,
+        result: Option<&'a serde_json::Value>,
+        error: Option<&'a serde_json::Value>,
+        end: &'a JobEvent,
+    },
+}
+
+/// See [`Store::set_job_state`].
+fn set_job_state(
+    conn: &Connection,
+    id: &str,
+    state: JobState,
+    result: Option<&serde_json::Value>,
+    error: Option<&serde_json::Value>,
+) -> Result<Job, StoreError> {
+    let result = result.map(to_json).transpose()?;
+    let error = error.map(to_json).transpose()?;
+    let row = conn
+        .prepare_cached(&format!(
+            "UPDATE jobs SET
+                state = ?2,
+                started_at = CASE WHEN ?3 AND started_at IS NULL THEN ?5 ELSE started_at END,
+                finished_at = CASE WHEN ?4 THEN COALESCE(finished_at, ?5) ELSE NULL END,
+                result_json = COALESCE(?6, result_json),
+                error_json = COALESCE(?7, error_json)
+             WHERE id = ?1
+             RETURNING {JOB_COLUMNS}"
+        ))?
+        .query_row(
+            params![id, state.as_str(), state == JobState::Running, state.is_finished(), now_rfc3339(), result, error],
+            JobRow::read,
+        )
+        .optional()?;
+    row.ok_or_else(|| StoreError::NotFound(format!("no job `{id}`")))?.into_job()
+}
+
+/// Inserts one event row; a `seq` the job already has is a conflict.
+fn insert_event(conn: &Connection, job_id: &str, seq: u64, json: &str) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("INSERT INTO job_events (job_id, seq, json) VALUES (?1, ?2, ?3)")?;
+    match stmt.execute(params![job_id, seq_to_sql(seq)?, json]) {
+        Ok(_) => Ok(()),
+        Err(e) if is_foreign_key(&e) => Err(StoreError::NotFound(format!("no job `{job_id}`"))),
+        Err(e) if is_constraint(&e) => Err(StoreError::Conflict(format!("job `{job_id}` already has event {seq}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Inserts a job row (see [`Store::insert_job`]).
+fn insert_job(conn: &Connection, job: &Job) -> Result<(), StoreError> {
+    let result = job.result.as_ref().map(to_json).transpose()?;
+    let error = job.error.as_ref().map(to_json).transpose()?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO jobs (id, kind, recipe, version, app_id, state, dry_run, created_at, started_at,
+                               finished_at, result_json, error_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            job.id,
+            enum_text(&job.kind)?,
+            job.recipe,
+            job.version,
+            job.app_id,
+            job.state.as_str(),
+            job.dry_run,
+            job.created_at,
+            job.started_at,
+            job.finished_at,
+            result,
+            error,
+        ]);
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if is_constraint(&e) => Err(StoreError::Conflict(format!("job `{}` already exists", job.id))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Upserts a recipe row (see [`Store::record_recipe`]).
+fn record_recipe(conn: &Connection, id: &str, version: &str, digest: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO recipes (id, version, digest, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)
+         ON CONFLICT (id, version, digest) DO UPDATE SET last_seen = excluded.last_seen",
+    )?
+    .execute(params![id, version, digest, now_rfc3339()])?;
+    Ok(())
+}
+
+/// Whether a use of this token should be written down: never used, or not in
+/// the last [`TOKEN_TOUCH_INTERVAL`] (or "in the future": the clock moved back).
+pub fn token_use_is_stale(token: &TokenInfo) -> bool {
+    let Some(last) = token.last_used_at.as_deref() else {
+        return true;
+    };
+    let now = SystemTime::now();
+    let since = now.checked_sub(TOKEN_TOUCH_INTERVAL).unwrap_or(UNIX_EPOCH);
+    // Fixed-width RFC 3339 texts compare as the instants do.
+    last < rfc3339_at(since).as_str() || last > rfc3339_at(now).as_str()
 }
 
 const JOB_COLUMNS: &str =
@@ -668,7 +812,12 @@ fn parse_enum<T: DeserializeOwned>(text: &str, what: impl FnOnce() -> String) ->
 /// The current UTC time as RFC 3339 with milliseconds, `2026-11-24T18:00:00.123Z`.
 /// Fixed width, so these strings sort as the instants do.
 pub fn now_rfc3339() -> String {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    rfc3339_at(SystemTime::now())
+}
+
+/// An instant as [`now_rfc3339`] writes it.
+fn rfc3339_at(when: SystemTime) -> String {
+    let since_epoch = when.duration_since(UNIX_EPOCH).unwrap_or_default();
     format_rfc3339(since_epoch.as_secs() as i64, since_epoch.subsec_millis())
 }
 
@@ -894,6 +1043,32 @@ mod tests {
     }
 
     #[test]
+    fn token_use_written_at_most_once_a_minute() {
+        let fixture = Fixture::new();
+        let store = &fixture.store;
+        let (_, plaintext) = store.create_token("ci").unwrap();
+        assert_eq!(store.find_token(&plaintext).unwrap().unwrap().last_used_at, None, "finding is not using");
+        let first = store.verify_token(&plaintext).unwrap().unwrap().last_used_at.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let again = store.verify_token(&plaintext).unwrap().unwrap();
+        assert_eq!(again.last_used_at.as_deref(), Some(first.as_str()), "not rewritten within the minute");
+        assert!(!token_use_is_stale(&again));
+
+        // A use older than the interval is written again.
+        let old = "2020-01-01T00:00:00.000Z";
+        store.conn().execute("UPDATE tokens SET last_used_at = ?1", [old]).unwrap();
+        let token = store.find_token(&plaintext).unwrap().unwrap();
+        assert!(token_use_is_stale(&token));
+        let used = store.verify_token(&plaintext).unwrap().unwrap().last_used_at.unwrap();
+        assert!(used.as_str() >= first.as_str(), "{used} >= {first}");
+        assert_eq!(store.tokens().unwrap()[0].last_used_at.as_deref(), Some(used.as_str()));
+
+        store.revoke_token("ci").unwrap();
+        assert_eq!(store.find_token(&plaintext).unwrap(), None);
+        assert_eq!(store.verify_token(&plaintext).unwrap(), None);
+    }
+
+    #[test]
     fn token_names_validated() {
         let fixture = Fixture::new();
         for bad in ["", "has space", "ünïcode", "a/b", &"x".repeat(65)] {
@@ -1013,6 +1188,44 @@ mod tests {
         assert_eq!(store.last_seq("job-1").unwrap(), 4);
         assert!(matches!(store.append_event("nope", &event(1, "x")), Err(StoreError::NotFound(_))));
         assert_eq!(store.last_seq("nope").unwrap(), 0);
+    }
+
+    #[test]
+    fn event_batches_span_jobs_all_or_none() {
+        let fixture = Fixture::new();
+        let store = &fixture.store;
+        store.insert_job(&job("a", "2026-01-01T00:00:00.000Z")).unwrap();
+        store.insert_job(&job("b", "2026-01-01T00:00:00.000Z")).unwrap();
+        let (one, two) = (event(1, "one"), event(2, "two"));
+        store.append_event_batch(&[("a", &one), ("b", &one), ("a", &two)]).unwrap();
+        assert_eq!((store.last_seq("a").unwrap(), store.last_seq("b").unwrap()), (2, 1));
+        let three = event(3, "three");
+        assert!(matches!(store.append_event_batch(&[("b", &three), ("a", &two)]), Err(StoreError::Conflict(_))));
+        assert!(matches!(store.append_event_batch(&[("b", &three), ("c", &one)]), Err(StoreError::NotFound(_))));
+        assert_eq!(store.last_seq("b").unwrap(), 1, "nothing of a failed batch is kept");
+    }
+
+    #[test]
+    fn a_job_is_inserted_with_its_recipe_and_returned_by_state_changes() {
+        let fixture = Fixture::new();
+        let store = &fixture.store;
+        store.insert_job_of_recipe(&job("job-1", "2026-01-01T00:00:00.000Z"), "sha256:abc").unwrap();
+        let seen: i64 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM recipes WHERE id = 'gitea' AND digest = 'sha256:abc'", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(seen, 1);
+        let conflict = store.insert_job_of_recipe(&job("job-1", "2026-01-01T00:00:00.000Z"), "sha256:def");
+        assert!(matches!(conflict, Err(StoreError::Conflict(_))));
+        let digests: i64 = store.conn().query_row("SELECT COUNT(*) FROM recipes", [], |row| row.get(0)).unwrap();
+        assert_eq!(digests, 1, "the recipe is recorded with its job or not at all");
+
+        let running = store.set_job_state("job-1", JobState::Running, None, None).unwrap();
+        assert_eq!((running.state, running.started_at.is_some()), (JobState::Running, true));
+        let done = store.set_job_state("job-1", JobState::Succeeded, None, None).unwrap();
+        assert_eq!(serde_json::to_value(&done).unwrap(), serde_json::to_value(store.job("job-1").unwrap()).unwrap());
     }
 
     #[test]
