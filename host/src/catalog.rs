@@ -45,11 +45,21 @@ impl Catalog {
         proximity_builder::find_recipe_dirs(&self.root)?.iter().map(|dir| CatalogEntry::load(dir)).collect()
     }
 
-    /// A recipe by id, or by path to its directory.
+    /// A recipe by id, or by path to its directory: what an author at the
+    /// command line means. The server takes ids only ([`Catalog::by_id`]).
     pub fn find(&self, recipe: &str) -> Result<CatalogEntry> {
         let as_path = Path::new(recipe);
         if as_path.join("recipe.toml").is_file() {
             return CatalogEntry::load(as_path);
+        }
+        self.by_id(recipe)
+    }
+
+    /// A catalog recipe by id; never a directory elsewhere, whatever the
+    /// current directory holds.
+    pub fn by_id(&self, recipe: &str) -> Result<CatalogEntry> {
+        if !is_recipe_id(recipe) {
+            bail!("`{recipe}` is not a recipe id (lowercase letters, digits and dashes)");
         }
         let dir = self.root.join(recipe);
         if dir.join("recipe.toml").is_file() {
@@ -74,5 +84,43 @@ impl Catalog {
             self.root.display(),
             if known.is_empty() { "none".to_string() } else { known.join(", ") }
         )
+    }
+}
+
+/// A recipe id as catalogs use them: `^[a-z0-9][a-z0-9-]{0,62}$`, so that it
+/// names one directory inside the catalog and nothing outside it.
+pub fn is_recipe_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && id.len() <= 63
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_catalog_ids_name_recipes() {
+        for id in ["nginx", "home-assistant", "0x", &"a".repeat(63)] {
+            assert!(is_recipe_id(id), "{id}");
+        }
+        for id in ["", "-x", "Nginx", "/etc/proximity", "../recipes/nginx", "a/b", "a.b", "a b", &"a".repeat(64)] {
+            assert!(!is_recipe_id(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn by_id_never_leaves_the_catalog() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let catalog = Catalog::new(repo.join("recipes"));
+        assert_eq!(catalog.by_id("nginx").unwrap().manifest.recipe.id, "nginx");
+        // A path finds the recipe through `find` (the CLI), never through `by_id`.
+        let path = repo.join("recipes/nginx").to_string_lossy().into_owned();
+        assert_eq!(catalog.find(&path).unwrap().manifest.recipe.id, "nginx");
+        for outside in [path.as_str(), "../recipes/nginx", "/etc"] {
+            let err = catalog.by_id(outside).unwrap_err().to_string();
+            assert!(err.contains("is not a recipe id"), "{outside}: {err}");
+        }
     }
 }

@@ -237,15 +237,6 @@ impl Jobs {
     /// A catalog recipe and its loaded component (compiled once, then cached
     /// until the component file changes).
     pub async fn recipe(&self, id: &str) -> Result<(crate::catalog::CatalogEntry, Arc<LoadedRecipe>), JobError> {
-        // Catalog ids only: `Catalog::find` also takes paths, which is right
-        // for the local CLI and wrong for anything a client sends.
-        let is_id = !id.is_empty()
-            && id.len() <= 63
-            && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !id.starts_with('-');
-        if !is_id {
-            return Err(JobError::NotFound(format!("no recipe `{id}` in the catalog")));
-        }
         let entry = self.catalog_entry(id)?;
         let path = entry.component_path();
         let modified = std::fs::metadata(&path).and_then(|m| m.modified()).map_err(|err| {
@@ -283,7 +274,9 @@ impl Jobs {
         // Stamped before reading: a change in between is read again next time.
         let stamp = FileStamp::of(&self.catalog().root().join(id).join("recipe.toml"));
         let entry =
-            self.catalog().find(id).map_err(|_| JobError::NotFound(format!("no recipe `{id}` in the catalog")))?;
+            // Catalog ids only: `Catalog::find` also takes paths, which is right
+            // for the local CLI and wrong for anything a client sends.
+            self.catalog().by_id(id).map_err(|_| JobError::NotFound(format!("no recipe `{id}` in the catalog")))?;
         match stamp {
             Some(stamp) if entry.dir == self.catalog().root().join(id) => {
                 lock(&self.inner.entries).insert(id.to_string(), (stamp, entry.clone()));

@@ -16,7 +16,7 @@ use super::error::{ApiError, ApiJson, ApiJsonOrDefault, ApiPath};
 use super::sse::{resume_after, EventFeed, Refill};
 use super::{ServerState, ShutdownSignal};
 use crate::api;
-use crate::catalog::CatalogEntry;
+use crate::catalog::{is_recipe_id, CatalogEntry};
 use crate::jobs::{AppAction, JobError};
 
 /// The hand-written OpenAPI document of this API.
@@ -43,15 +43,6 @@ fn accepted(job: api::JobAccepted) -> Response {
         response.headers_mut().insert(LOCATION, location);
     }
     response
-}
-
-/// A catalog recipe id (`^[a-z0-9][a-z0-9-]{0,62}$`). The catalog also takes
-/// paths to recipe directories, which a client must never get to name.
-pub(crate) fn is_recipe_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && id.len() <= 63
 }
 
 // ---- public ----
@@ -344,19 +335,4 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "method-not-allowed",
         format!("`{}` does not take {method} (see the Allow header)", uri.path()),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_catalog_ids_name_recipes() {
-        for id in ["nginx", "home-assistant", "0x", &"a".repeat(63)] {
-            assert!(is_recipe_id(id), "{id}");
-        }
-        for id in ["", "-x", "Nginx", "/etc/proximity", "../recipes/nginx", "a/b", "a.b", "a b", &"a".repeat(64)] {
-            assert!(!is_recipe_id(id), "{id}");
-        }
-    }
 }
