@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 
+pub use crate::manifest::is_recipe_id;
 use crate::manifest::Manifest;
 
 /// One recipe: where it lives and what its manifest says.
@@ -85,15 +86,6 @@ impl Catalog {
             if known.is_empty() { "none".to_string() } else { known.join(", ") }
         )
     }
-}
-
-/// A recipe id as catalogs use them: `^[a-z0-9][a-z0-9-]{0,62}$`, so that it
-/// names one directory inside the catalog and nothing outside it.
-pub fn is_recipe_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && id.len() <= 63
 }
 
 #[cfg(test)]

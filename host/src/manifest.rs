@@ -70,6 +70,12 @@ pub const DEFAULT_SECRET_LENGTH: u32 = 32;
 pub const SECRET_LENGTH_RANGE: std::ops::RangeInclusive<u32> = 16..=128;
 
 static RECIPE_ID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z0-9][a-z0-9-]{0,62}$").unwrap());
+
+/// A recipe id: `^[a-z0-9][a-z0-9-]{0,62}$`, so that it names one directory
+/// inside a catalog and nothing outside it.
+pub fn is_recipe_id(id: &str) -> bool {
+    RECIPE_ID.is_match(id)
+}
 static PARAM_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[a-z][a-z0-9-]{0,63}$").unwrap());
 static SERVICE_NAME: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$").unwrap());
 
@@ -1331,8 +1337,29 @@ fn relative_path_problem(path: &str) -> Option<String> {
     }
 }
 
-/// Compiles a parameter pattern; the error is one line.
+/// Compiled parameter patterns. Manifests are validated when read and every
+/// deploy validates its values again: compiling the same pattern each time
+/// costs more than the rest of a deploy's validation. Bounded, in case many
+/// manifests come and go.
+static PATTERNS: LazyLock<std::sync::Mutex<std::collections::HashMap<String, Regex>>> = LazyLock::new(Default::default);
+const PATTERNS_KEPT: usize = 1024;
+
+/// Compiles a parameter pattern (or finds it compiled); the error is one line.
 fn compile_pattern(pattern: &str) -> Result<Regex, String> {
+    let cache = || PATTERNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(compiled) = cache().get(pattern) {
+        return Ok(compiled.clone());
+    }
+    let compiled = compile_pattern_uncached(pattern)?;
+    let mut patterns = cache();
+    if patterns.len() >= PATTERNS_KEPT {
+        patterns.clear();
+    }
+    patterns.insert(pattern.to_string(), compiled.clone());
+    Ok(compiled)
+}
+
+fn compile_pattern_uncached(pattern: &str) -> Result<Regex, String> {
     Regex::new(pattern).map_err(|e| {
         let text = e.to_string();
         let detail = text
