@@ -213,6 +213,26 @@ pub struct JobEvent {
     pub job: Option<Box<Job>>,
 }
 
+impl Job {
+    /// A job just accepted: queued, nothing run yet.
+    pub fn queued(id: &str, kind: JobKind, recipe: &str, version: &str, app_id: &str, dry_run: bool) -> Self {
+        Job {
+            id: id.to_string(),
+            kind,
+            recipe: recipe.to_string(),
+            version: version.to_string(),
+            app_id: app_id.to_string(),
+            state: JobState::Queued,
+            dry_run,
+            created_at: crate::store::now_rfc3339(),
+            started_at: None,
+            finished_at: None,
+            result: None,
+            error: None,
+        }
+    }
+}
+
 impl JobEvent {
     /// An event with only its number, time and kind set.
     pub fn new(seq: u64, elapsed_ms: u64, kind: &str) -> Self {

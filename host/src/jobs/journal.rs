@@ -217,20 +217,7 @@ mod tests {
     use super::*;
 
     fn job(id: &str) -> api::Job {
-        api::Job {
-            id: id.to_string(),
-            kind: api::JobKind::Install,
-            recipe: "nginx".to_string(),
-            version: "0.1.0".to_string(),
-            app_id: id.to_string(),
-            state: api::JobState::Queued,
-            dry_run: false,
-            created_at: crate::store::now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-        }
+        api::Job::queued(id, api::JobKind::Install, "nginx", "0.1.0", id, false)
     }
 
     #[tokio::test]

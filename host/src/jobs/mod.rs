@@ -330,20 +330,14 @@ impl Jobs {
         if !request.dry_run && self.store().app(&app_id)?.is_some() {
             return Err(JobError::Conflict(format!("an app named `{app_id}` already exists")));
         }
-        let job = api::Job {
-            id: prepared.subject.deployment_id.clone(),
-            kind: api::JobKind::Install,
-            recipe: manifest.recipe.id.clone(),
-            version: manifest.recipe.version.to_string(),
-            app_id: app_id.clone(),
-            state: api::JobState::Queued,
-            dry_run: request.dry_run,
-            created_at: crate::store::now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-        };
+        let job = api::Job::queued(
+            &prepared.subject.deployment_id,
+            api::JobKind::Install,
+            &manifest.recipe.id,
+            &manifest.recipe.version.to_string(),
+            &app_id,
+            request.dry_run,
+        );
         let work = worker::Work { job, entry, loaded, prepared, app: None, dry_run: request.dry_run };
         self.enqueue(work)
     }
@@ -388,20 +382,14 @@ impl Jobs {
         };
         let prepared = crate::deploy::prepare(manifest.clone(), input)
             .map_err(|errors| JobError::InvalidParams(field_problems(errors)))?;
-        let job = api::Job {
-            id: prepared.subject.deployment_id.clone(),
+        let job = api::Job::queued(
+            &prepared.subject.deployment_id,
             kind,
-            recipe: manifest.recipe.id.clone(),
-            version: manifest.recipe.version.to_string(),
-            app_id: app_id.to_string(),
-            state: api::JobState::Queued,
-            dry_run: false,
-            created_at: crate::store::now_rfc3339(),
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
-        };
+            &manifest.recipe.id,
+            &manifest.recipe.version.to_string(),
+            app_id,
+            false,
+        );
         let work = worker::Work { job, entry, loaded, prepared, app: Some(record), dry_run: false };
         self.enqueue(work)
     }

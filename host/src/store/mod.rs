@@ -894,18 +894,8 @@ mod tests {
 
     fn job(id: &str, created_at: &str) -> Job {
         Job {
-            id: id.to_string(),
-            kind: JobKind::Install,
-            recipe: "gitea".to_string(),
-            version: "1.0.0".to_string(),
-            app_id: "gitea-1".to_string(),
-            state: JobState::Queued,
-            dry_run: false,
             created_at: created_at.to_string(),
-            started_at: None,
-            finished_at: None,
-            result: None,
-            error: None,
+            ..Job::queued(id, JobKind::Install, "gitea", "1.0.0", "gitea-1", false)
         }
     }
 
