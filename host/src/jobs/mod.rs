@@ -273,15 +273,12 @@ impl Jobs {
         }
         // Stamped before reading: a change in between is read again next time.
         let stamp = FileStamp::of(&self.catalog().root().join(id).join("recipe.toml"));
+        // Catalog ids only: `Catalog::find` also takes paths, which is right
+        // for the local CLI and wrong for anything a client sends.
         let entry =
-            // Catalog ids only: `Catalog::find` also takes paths, which is right
-            // for the local CLI and wrong for anything a client sends.
             self.catalog().by_id(id).map_err(|_| JobError::NotFound(format!("no recipe `{id}` in the catalog")))?;
-        match stamp {
-            Some(stamp) if entry.dir == self.catalog().root().join(id) => {
-                lock(&self.inner.entries).insert(id.to_string(), (stamp, entry.clone()));
-            }
-            _ => {}
+        if let Some(stamp) = stamp {
+            lock(&self.inner.entries).insert(id.to_string(), (stamp, entry.clone()));
         }
         Ok(entry)
     }

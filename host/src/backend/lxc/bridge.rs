@@ -220,11 +220,15 @@ fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Whether the pid in `pid_file` is a running dnsmasq.
+/// The pid in `pid_file`, if it is a running dnsmasq.
+fn live_dnsmasq(pid_file: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(pid_file).ok()?.trim().parse::<i32>().ok()?;
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    (pid > 1 && comm.trim() == "dnsmasq").then_some(pid)
+}
+
 fn dnsmasq_alive(pid_file: &Path) -> bool {
-    let Ok(pid) = std::fs::read_to_string(pid_file) else { return false };
-    let Ok(pid) = pid.trim().parse::<u32>() else { return false };
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "dnsmasq")
+    live_dnsmasq(pid_file).is_some()
 }
 
 /// `lxcbr0` needs lxc-net's dnsmasq for DHCP and DNS, and nothing restarts it
@@ -337,7 +341,7 @@ async fn enable_forwarding() -> Result<(), BackendError> {
 }
 
 /// The iptables rules of an own bridge: (table, chain, rule).
-fn nat_rules(name: &str, subnet: &Ipv4Net) -> Vec<(&'static str, &'static str, Vec<String>)> {
+fn nat_rules(name: &str, subnet: &Ipv4Net) -> Vec<Rule> {
     let s = subnet.to_string();
     let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<_>>();
     vec![
@@ -347,17 +351,21 @@ fn nat_rules(name: &str, subnet: &Ipv4Net) -> Vec<(&'static str, &'static str, V
     ]
 }
 
+type Rule = (&'static str, &'static str, Vec<String>);
+
+/// `iptables` arguments applying `op` (`-C`, `-I`, `-D`) to `rule`.
+fn iptables_args(op: &str, (table, chain, rule): &Rule) -> Vec<String> {
+    let mut args = vec!["-w".to_string(), "-t".into(), table.to_string(), op.into(), chain.to_string()];
+    args.extend(rule.iter().cloned());
+    args
+}
+
 /// Add an iptables rule unless `-C` finds it there already.
-async fn ensure_rule((table, chain, rule): &(&str, &str, Vec<String>)) -> Result<(), BackendError> {
-    let with = |op: &str| {
-        let mut args = vec!["-w".to_string(), "-t".into(), table.to_string(), op.into(), chain.to_string()];
-        args.extend(rule.iter().cloned());
-        args
-    };
-    if tool("iptables", with("-C"), IP_TIMEOUT).await.is_ok() {
+async fn ensure_rule(rule: &Rule) -> Result<(), BackendError> {
+    if tool("iptables", iptables_args("-C", rule), IP_TIMEOUT).await.is_ok() {
         return Ok(());
     }
-    tool("iptables", with("-I"), IP_TIMEOUT).await.map(|_| ())
+    tool("iptables", iptables_args("-I", rule), IP_TIMEOUT).await.map(|_| ())
 }
 
 async fn start_dnsmasq(name: &str, subnet: &Ipv4Net, pid_file: &Path) -> Result<(), BackendError> {
@@ -395,21 +403,17 @@ async fn start_dnsmasq(name: &str, subnet: &Ipv4Net, pid_file: &Path) -> Result<
 /// What is already gone is skipped.
 pub async fn remove_own(name: &str) -> Result<(), BackendError> {
     let pid_file = own_pid_file(name);
-    if dnsmasq_alive(&pid_file) {
-        if let Ok(pid) = std::fs::read_to_string(&pid_file).unwrap_or_default().trim().parse::<i32>() {
-            // SAFETY: kill(2) on the pid just checked to be this bridge's dnsmasq.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
+    if let Some(pid) = live_dnsmasq(&pid_file) {
+        // SAFETY: kill(2) on the pid just checked to be this bridge's dnsmasq.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
     }
     let _ = std::fs::remove_file(&pid_file);
     if !link_exists(name) {
         return Ok(());
     }
     if let Some(subnet) = link_subnet(name).await? {
-        for (table, chain, rule) in nat_rules(name, &subnet.trunc()) {
-            let mut args = vec!["-w".to_string(), "-t".into(), table.into(), "-D".into(), chain.into()];
-            args.extend(rule);
-            let _ = tool("iptables", args, IP_TIMEOUT).await;
+        for rule in nat_rules(name, &subnet.trunc()) {
+            let _ = tool("iptables", iptables_args("-D", &rule), IP_TIMEOUT).await;
         }
     }
     tool("ip", ["link", "del", name], IP_TIMEOUT).await.map(|_| ())
