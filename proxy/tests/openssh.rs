@@ -215,6 +215,19 @@ fn stock_ssh_client_with_a_foreign_key_or_host_key_is_refused() {
     let out = proxy.ssh(&workspace, &["-T"], Some("app run --all"));
     assert_eq!(out.status.code(), Some(255));
     assert!(text(&out.stderr).contains("Permission denied (publickey)"), "{}", text(&out.stderr));
+    drop(proxy);
+
+    // Only ED25519: an ECDSA key in the authorized keys is not accepted.
+    let ecdsa = workspace.path().join("client_key");
+    std::fs::remove_file(&ecdsa).unwrap();
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-N", "", "-f"]).arg(&ecdsa).status().unwrap();
+    assert!(made.success());
+    std::fs::copy(ecdsa.with_extension("pub"), workspace.path().join("authorized_keys")).unwrap();
+    let proxy = Proxy::start(&workspace);
+    trust_host_key(&workspace, proxy.ssh_port);
+    let out = proxy.ssh(&workspace, &["-T"], Some("app run --all"));
+    assert_eq!(out.status.code(), Some(255));
+    assert!(text(&out.stderr).contains("Permission denied (publickey)"), "{}", text(&out.stderr));
     assert!(workspace.calls().is_empty());
 }
 

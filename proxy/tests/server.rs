@@ -242,3 +242,41 @@ async fn every_request_is_audited() {
     assert_eq!(records[1].argv, argv(&["app run; id"]));
     assert_eq!(records[1].outcome, Outcome::Refused("command not allowed".into()));
 }
+
+/// The default runner end to end, with a stand-in `docker` that records
+/// what it was asked to run.
+#[tokio::test]
+async fn docker_runner_execs_into_the_container_as_the_configured_user() {
+    let server = TestServer::start_with(|dir| {
+        let keys = dir.join("authorized_keys");
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+host_key = "{host_key}"
+
+[services.nextcloud]
+authorized_keys = "{keys}"
+runner = {{ kind = "docker", container = "nextcloud-app", user = "www-data", docker = "{docker}" }}
+
+[[services.nextcloud.commands]]
+prefix = "php occ files:scan"
+max_args = 2
+flags = ["--all"]
+positional = "[a-z]+"
+"#,
+            host_key = dir.join("host_key").display(),
+            keys = keys.display(),
+            docker = dir.join("record.sh").display(),
+        )
+    })
+    .await;
+    let client = server.connect("nextcloud").await;
+    let out = exec(&client, b"php occ files:scan --all").await;
+    assert_eq!(out.status, Some(0), "{}", out.stderr());
+    let out = exec(&client, b"php occ files:scan --all; docker rm -f nextcloud-app").await;
+    assert_eq!(out.status, Some(126));
+    assert_eq!(
+        server.workspace.calls(),
+        [argv(&["exec", "--user", "www-data", "nextcloud-app", "php", "occ", "files:scan", "--all"])]
+    );
+}

@@ -165,8 +165,15 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(|dir| config_text(dir, "127.0.0.1:0")).await
+    }
+
+    /// A server whose config file is `config(workspace directory)`.
+    pub async fn start_with(config: impl FnOnce(&Path) -> String) -> TestServer {
         let workspace = Workspace::new();
-        let config = ProxyConfig::load(&workspace.write_config("127.0.0.1:0")).unwrap();
+        let path = workspace.path().join("proxy.toml");
+        std::fs::write(&path, config(workspace.path())).unwrap();
+        let config = ProxyConfig::load(&path).unwrap();
         let host_key = load_or_generate_host_key(&config.host_key).unwrap();
         let audit = Arc::new(MemoryAudit::default());
         let proxy = Arc::new(Proxy::from_config(&config, audit.clone()).unwrap());
