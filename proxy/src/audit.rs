@@ -100,3 +100,71 @@ impl AuditSink for MemoryAudit {
         self.records.lock().unwrap().push(record.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(record: &AuditRecord) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber =
+            tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).without_time().finish();
+        tracing::subscriber::with_default(subscriber, || TracingAudit.record(record));
+        let bytes = buffer.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn record(argv: &[&str], outcome: Outcome) -> AuditRecord {
+        AuditRecord {
+            fingerprint: "SHA256:abc".into(),
+            service: "nextcloud".into(),
+            peer: "127.0.0.1:4000".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            outcome,
+            duration: Duration::from_millis(1500),
+        }
+    }
+
+    #[test]
+    fn one_line_with_every_field() {
+        let line = logged(&record(&["php", "occ", "files:scan", "--all"], Outcome::Exited(0)));
+        assert_eq!(line.lines().count(), 1, "{line}");
+        for field in [
+            "proximity_proxy::audit",
+            "fingerprint=SHA256:abc",
+            "service=nextcloud",
+            "peer=127.0.0.1:4000",
+            r#"argv=["php", "occ", "files:scan", "--all"]"#,
+            "exit=0",
+            "duration_ms=1500",
+        ] {
+            assert!(line.contains(field), "{field} missing in {line}");
+        }
+    }
+
+    #[test]
+    fn a_refused_line_cannot_forge_another_line() {
+        let line =
+            logged(&record(&["x\nINFO exec service=admin exit=0"], Outcome::Refused("command not allowed".into())));
+        assert_eq!(line.lines().count(), 1, "{line}");
+        assert!(line.contains("exit=126") && line.contains(r#"reason="command not allowed""#), "{line}");
+    }
+}

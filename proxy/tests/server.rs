@@ -208,6 +208,25 @@ async fn concurrent_commands_per_key_are_capped_and_freed() {
 }
 
 #[tokio::test]
+async fn a_dropped_connection_stops_its_commands() {
+    let server = TestServer::start().await;
+    let client = server.connect("app").await;
+    let started = server.workspace.path().join("started");
+    let slow = client.channel_open_session().await.unwrap();
+    slow.exec(true, &b"app run slow"[..]).await.unwrap();
+    assert!(eventually(|| started.exists()).await, "the slow command never started");
+    let fingerprint = server.workspace.fingerprint();
+    assert_eq!(server.proxy.running(&fingerprint), 1);
+
+    client.disconnect(russh::Disconnect::ByApplication, "bye", "").await.unwrap();
+    drop(slow);
+    drop(client);
+    assert!(eventually(|| server.proxy.running(&fingerprint) == 0).await, "the command outlived its connection");
+    assert!(eventually(|| server.audit.records().len() == 1).await);
+    assert_eq!(server.audit.records()[0].outcome, Outcome::Abandoned);
+}
+
+#[tokio::test]
 async fn rate_limit_refuses_past_the_burst() {
     let server = TestServer::start().await;
     let client = server.connect("tight").await;
