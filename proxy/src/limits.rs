@@ -1,8 +1,9 @@
 //! Per-key limits: a token bucket for how often commands start, and a cap on
 //! how many run at once.
 //!
-//! Keys are identified by fingerprint. Only keys that passed authentication
-//! ever get here, so the maps stay as small as the authorized keys files.
+//! Counted by a string key; the server uses the service name with the key's
+//! fingerprint. Only keys that passed authentication ever get here, so the
+//! maps stay as small as the authorized keys files.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

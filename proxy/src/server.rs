@@ -134,10 +134,16 @@ impl Proxy {
         acceptor.run_on_socket(config, &listener).await
     }
 
-    /// Commands running for a key, by fingerprint.
-    pub fn running(&self, fingerprint: &str) -> u32 {
-        self.limiter.running(fingerprint)
+    /// Commands running for a key (by fingerprint) in a service.
+    pub fn running(&self, service: &str, fingerprint: &str) -> u32 {
+        self.limiter.running(&limit_key(service, fingerprint))
     }
+}
+
+/// What the limiter counts by: each service limits each of its keys on its
+/// own, so that one service's traffic never uses up another's allowance.
+fn limit_key(service: &str, fingerprint: &str) -> String {
+    format!("{service} {fingerprint}")
 }
 
 /// Accepts and closes TCP connections: a health check that needs no SSH.
@@ -403,7 +409,11 @@ impl Request {
                 (vec![String::from_utf8_lossy(&self.line).into_owned()], Outcome::Refused(refusal.to_string()))
             }
             Ok((_, argv)) => {
-                let outcome = match self.proxy.limiter.acquire(&self.login.fingerprint, service.limits) {
+                let outcome = match self
+                    .proxy
+                    .limiter
+                    .acquire(&limit_key(&service.name, &self.login.fingerprint), service.limits)
+                {
                     Err(refusal) => Outcome::Refused(refusal.to_string()),
                     Ok(_permit) => match service.runner.prepare(&argv).await {
                         Err(reason) => Outcome::Failed(reason),

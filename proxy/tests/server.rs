@@ -201,7 +201,7 @@ async fn concurrent_commands_per_key_are_capped_and_freed() {
     // Closing the channel stops the command and frees the place.
     slow.close().await.unwrap();
     let fingerprint = server.workspace.fingerprint();
-    assert!(eventually(|| server.proxy.running(&fingerprint) == 0).await);
+    assert!(eventually(|| server.proxy.running("tight", &fingerprint) == 0).await);
     let out = exec(&client, b"app run third").await;
     assert_eq!(out.status, Some(0), "{}", out.stderr());
     assert!(server.audit.records().iter().any(|r| r.outcome == Outcome::Abandoned));
@@ -216,12 +216,12 @@ async fn a_dropped_connection_stops_its_commands() {
     slow.exec(true, &b"app run slow"[..]).await.unwrap();
     assert!(eventually(|| started.exists()).await, "the slow command never started");
     let fingerprint = server.workspace.fingerprint();
-    assert_eq!(server.proxy.running(&fingerprint), 1);
+    assert_eq!(server.proxy.running("app", &fingerprint), 1);
 
     client.disconnect(russh::Disconnect::ByApplication, "bye", "").await.unwrap();
     drop(slow);
     drop(client);
-    assert!(eventually(|| server.proxy.running(&fingerprint) == 0).await, "the command outlived its connection");
+    assert!(eventually(|| server.proxy.running("app", &fingerprint) == 0).await, "the command outlived its connection");
     assert!(eventually(|| server.audit.records().len() == 1).await);
     assert_eq!(server.audit.records()[0].outcome, Outcome::Abandoned);
 }
@@ -238,9 +238,26 @@ async fn rate_limit_refuses_past_the_burst() {
     assert_eq!(out.status, Some(126));
     assert!(out.stderr().contains("rate limit exceeded"), "{}", out.stderr());
     assert_eq!(server.workspace.calls().len(), 3);
-    // Another service's bucket is separate, even for the same key.
-    let other = server.connect("app").await;
-    assert_eq!(exec(&other, b"app run quick").await.status, Some(0));
+}
+
+/// The same key in two services has separate allowances in each.
+#[tokio::test]
+async fn limits_are_kept_per_service() {
+    let server = TestServer::start().await;
+    let app = server.connect("app").await;
+    let started = server.workspace.path().join("started");
+    let slow = app.channel_open_session().await.unwrap();
+    slow.exec(true, &b"app run slow"[..]).await.unwrap();
+    assert!(eventually(|| started.exists()).await, "the slow command never started");
+
+    // `tight` allows one running command per key; the one running in `app`
+    // does not count there.
+    let tight = server.connect("tight").await;
+    let out = exec(&tight, b"app run quick").await;
+    assert_eq!(out.status, Some(0), "{}", out.stderr());
+    let fingerprint = server.workspace.fingerprint();
+    assert_eq!(server.proxy.running("app", &fingerprint), 1);
+    slow.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -27,13 +27,15 @@ pub fn write_executable(path: &Path, text: &str) {
 }
 
 /// The runner: records its argv NUL-separated (an argv cannot hold NUL, so
-/// the record is exact) in a new file per call, then acts on its third
+/// the record is exact) in a new file per call, moved into `calls/` only once
+/// written (a test may kill the runner at any point), then acts on its third
 /// argument, the first one after the `app run` prefix.
 fn recorder_script(dir: &Path) -> String {
     format!(
         r#"#!/bin/sh
-f=$(mktemp "{dir}/calls/call.XXXXXX")
+f=$(mktemp "{dir}/call.XXXXXX")
 printf '%s\0' "$@" > "$f"
+mv "$f" "{dir}/calls/"
 echo "ran $#"
 case "$3" in
   fail) echo failing >&2; exit 3 ;;
