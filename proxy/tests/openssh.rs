@@ -1,6 +1,7 @@
 //! The `proximity-proxy` binary against the stock OpenSSH client (`ssh`).
 //!
-//! Skipped, with a message, where no `ssh` is installed.
+//! Skipped, with a message, where no `ssh` is installed; in CI (`CI=true`)
+//! a missing `ssh` fails the tests instead.
 
 mod support;
 
@@ -83,9 +84,12 @@ impl Proxy {
     }
 }
 
+/// Whether `ssh` can run. Locally its absence skips a test; in CI it must
+/// be there, so a missing client fails instead of passing unnoticed.
 fn have_ssh() -> bool {
     let found = Command::new("ssh").arg("-V").output().is_ok();
     if !found {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true but no ssh client is installed");
         eprintln!("skipped: no ssh client installed");
     }
     found
