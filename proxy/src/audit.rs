@@ -2,10 +2,20 @@
 //!
 //! Records go to a [`AuditSink`]: in the server that is [`TracingAudit`],
 //! which writes one `tracing` event on the `proximity_proxy::audit` target;
-//! tests use [`MemoryAudit`] to see exactly what was recorded.
+//! [`LineAudit`] writes that same line to a file or to syslog, whatever the
+//! process's own logging is (OpenSSH forced-command mode, where stderr
+//! belongs to the client); tests use [`MemoryAudit`] to see exactly what was
+//! recorded.
 
-use std::sync::Mutex;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
+
+use crate::config::ProxyConfig;
 
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +93,97 @@ impl AuditSink for TracingAudit {
     }
 }
 
+/// Where a [`LineAudit`] writes.
+#[derive(Debug, Clone)]
+enum Destination {
+    /// Appended to a file opened with `O_APPEND`, so that the lines of
+    /// several processes do not interleave.
+    File(Arc<File>),
+    /// Syslog, facility `auth`: next to sshd's own login lines.
+    Syslog,
+}
+
+/// Writes each record as the line [`TracingAudit`] prints, through a
+/// subscriber of its own, so it neither depends on nor goes to the
+/// process's log.
+#[derive(Debug, Clone)]
+pub struct LineAudit {
+    destination: Destination,
+}
+
+impl LineAudit {
+    /// Appends to `path`, created (0640) when missing.
+    pub fn append_to(path: &Path) -> std::io::Result<LineAudit> {
+        let file = std::fs::OpenOptions::new().append(true).create(true).mode(0o640).open(path)?;
+        Ok(LineAudit { destination: Destination::File(Arc::new(file)) })
+    }
+
+    /// Sends each line to syslog (facility `auth`, ident `proximity-proxy`).
+    pub fn syslog() -> LineAudit {
+        LineAudit { destination: Destination::Syslog }
+    }
+}
+
+impl AuditSink for LineAudit {
+    fn record(&self, record: &AuditRecord) {
+        let builder = tracing_subscriber::fmt().with_ansi(false);
+        match &self.destination {
+            Destination::File(file) => {
+                let file = file.clone();
+                let subscriber = builder.with_writer(move || file.clone()).finish();
+                tracing::subscriber::with_default(subscriber, || TracingAudit.record(record));
+            }
+            // Syslog stamps the time itself.
+            Destination::Syslog => {
+                let subscriber = builder.without_time().with_writer(|| SyslogLine).finish();
+                tracing::subscriber::with_default(subscriber, || TracingAudit.record(record));
+            }
+        }
+    }
+}
+
+/// One `write` per formatted event, sent as one syslog message.
+struct SyslogLine;
+
+impl Write for SyslogLine {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        static OPEN: Once = Once::new();
+        OPEN.call_once(|| {
+            // SAFETY: the ident is a static C string, valid for as long as
+            // syslog may use it.
+            unsafe { libc::openlog(c"proximity-proxy".as_ptr(), libc::LOG_PID, libc::LOG_AUTH) };
+        });
+        let text = String::from_utf8_lossy(data);
+        let line = CString::new(text.trim_end().replace('\0', "")).unwrap_or_default();
+        // SAFETY: a constant "%s" format with one NUL-terminated string.
+        unsafe { libc::syslog(libc::LOG_INFO, c"%s".as_ptr(), line.as_ptr()) };
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hands every record to each sink in turn.
+pub struct Tee(pub Vec<Box<dyn AuditSink>>);
+
+impl AuditSink for Tee {
+    fn record(&self, record: &AuditRecord) {
+        for sink in &self.0 {
+            sink.record(record);
+        }
+    }
+}
+
+/// The server's audit: its log, and the `audit_log` file when one is set.
+pub fn for_server(config: &ProxyConfig) -> std::io::Result<Arc<dyn AuditSink>> {
+    Ok(match &config.audit_log {
+        None => Arc::new(TracingAudit),
+        Some(path) => Arc::new(Tee(vec![Box::new(TracingAudit), Box::new(LineAudit::append_to(path)?)])),
+    })
+}
+
 /// Keeps records in memory, for tests.
 #[derive(Debug, Default)]
 pub struct MemoryAudit {
@@ -158,6 +259,26 @@ mod tests {
         ] {
             assert!(line.contains(field), "{field} missing in {line}");
         }
+    }
+
+    /// The line reaches the file even when the process's own subscriber
+    /// would drop it.
+    #[test]
+    fn line_audit_appends_the_same_line_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let audit = LineAudit::append_to(&path).unwrap();
+        let quiet = tracing_subscriber::fmt().with_max_level(tracing::Level::ERROR).with_writer(std::io::sink).finish();
+        let sample = record(&["php", "occ", "status"], Outcome::Exited(0));
+        tracing::subscriber::with_default(quiet, || {
+            audit.record(&sample);
+            audit.record(&sample);
+        });
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.lines().count(), 2, "{written}");
+        let expected = logged(&sample);
+        // The same line, after the timestamp the file adds.
+        assert!(written.lines().all(|line| line.ends_with(expected.trim())), "{written}\n{expected}");
     }
 
     #[test]

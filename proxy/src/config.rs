@@ -27,6 +27,10 @@ pub struct ProxyConfig {
     /// health checks that should not speak SSH.
     #[serde(default)]
     pub health_listen: Option<SocketAddr>,
+    /// A file every audit line is also appended to. In OpenSSH
+    /// forced-command mode it replaces syslog.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
     /// Services by name; the SSH user name selects one when a key belongs
     /// to several.
     pub services: BTreeMap<String, ServiceConfig>,

@@ -8,6 +8,21 @@
 //! service's whitelist, and runs it with the service's runner, by default
 //! `docker exec [--user U] CONTAINER ARGV…`.
 //!
+//! # Entry points for a host binary
+//! - [`run_server`]`(config_path: &Path) -> Result<(), ServeError>`:
+//!   `proximity proxy serve --config proxy.toml`. Builds its own
+//!   current-thread runtime and serves until SIGINT or SIGTERM; call it from
+//!   a plain thread (not inside a tokio runtime). Audit records are
+//!   `tracing` events, so install a subscriber first.
+//! - [`serve`]`(config: &ProxyConfig, shutdown) -> Result<(), ServeError>`:
+//!   the same inside a runtime the caller owns, until `shutdown` resolves.
+//! - [`run_forced_command`]`(config_path: &Path, service: &str) -> i32`:
+//!   `proximity proxy forced-command --config proxy.toml --service NAME`,
+//!   for OpenSSH's `command="…"` in `authorized_keys`. Returns the process
+//!   exit status. Stderr belongs to the SSH client there: do not log to it.
+//!
+//! The `proximity-proxy` binary is a thin wrapper over these.
+//!
 //! Modules, one job each:
 //! - [`config`]: the TOML file.
 //! - [`policy`]: splitting a command line and matching it against the whitelist.
@@ -15,7 +30,11 @@
 //!   output limit.
 //! - [`limits`]: per-key rate limit and concurrent command cap.
 //! - [`audit`]: one record per request.
+//! - [`service`]: one service's whitelist, limits and runner, and running a
+//!   command line through them (shared by both modes).
 //! - [`server`]: the russh server that ties them together.
+//! - [`serve`](mod@serve): from a configuration to a running server.
+//! - [`forced_command`]: one command under OpenSSH's forced-command mode.
 //!
 //! # Exit statuses
 //! The command's own status, or: 124 killed after the timeout, 125 killed
@@ -27,6 +46,7 @@
 //! listen = "0.0.0.0:2222"
 //! host_key = "/var/lib/proximity-proxy/host_ed25519"  # generated (0600) if missing
 //! health_listen = "0.0.0.0:2223"                      # optional: TCP accept-and-close
+//! audit_log = "/var/log/proximity-proxy/audit.log"    # optional: audit lines appended here too
 //!
 //! [services.nextcloud]
 //! # An OpenSSH authorized_keys file, e.g. a Docker secret. Only plain
@@ -60,7 +80,13 @@
 
 pub mod audit;
 pub mod config;
+pub mod forced_command;
 pub mod limits;
 pub mod policy;
 pub mod runner;
+pub mod serve;
 pub mod server;
+pub mod service;
+
+pub use forced_command::run_forced_command;
+pub use serve::{run_server, serve, ServeError};

@@ -1,78 +1,109 @@
-//! `proximity-proxy serve --config proxy.toml`
+//! The `proximity-proxy` binary: a thin wrapper over the library's entry
+//! points.
 //!
-//! A single-threaded runtime: the proxy mostly waits on sockets and child
-//! processes, and one thread keeps its memory small.
+//! ```text
+//! proximity-proxy serve --config proxy.toml
+//! proximity-proxy forced-command --config proxy.toml --service NAME
+//! ```
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use proximity_proxy::audit::TracingAudit;
-use proximity_proxy::config::ProxyConfig;
-use proximity_proxy::server::{load_or_generate_host_key, serve_health, Proxy};
+const USAGE: &str = "usage: proximity-proxy serve --config PATH\n       \
+                     proximity-proxy forced-command --config PATH --service NAME";
 
-const USAGE: &str = "usage: proximity-proxy serve --config PATH";
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Mode {
+    Serve { config: PathBuf },
+    ForcedCommand { config: PathBuf, service: String },
+}
 
-fn config_path() -> Result<PathBuf, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["serve", "--config", path] => Ok(PathBuf::from(path)),
-        ["serve", arg] if arg.starts_with("--config=") => Ok(PathBuf::from(&arg["--config=".len()..])),
-        _ => Err(USAGE.to_owned()),
+/// `--name VALUE` or `--name=VALUE` options, in any order, each once.
+fn options(words: &[String], names: &[&str]) -> Option<Vec<String>> {
+    let mut values: Vec<Option<String>> = vec![None; names.len()];
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let (name, inline) = match word.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_owned())),
+            None => (word.as_str(), None),
+        };
+        let slot = names.iter().position(|n| *n == name)?;
+        let value = match inline {
+            Some(value) => value,
+            None => words.next()?.clone(),
+        };
+        if values[slot].replace(value).is_some() {
+            return None;
+        }
+    }
+    values.into_iter().collect()
+}
+
+fn parse(args: &[String]) -> Option<Mode> {
+    let (mode, rest) = args.split_first()?;
+    match mode.as_str() {
+        "serve" => {
+            let [config] = <[String; 1]>::try_from(options(rest, &["--config"])?).ok()?;
+            Some(Mode::Serve { config: config.into() })
+        }
+        "forced-command" => {
+            let [config, service] = <[String; 2]>::try_from(options(rest, &["--config", "--service"])?).ok()?;
+            Some(Mode::ForcedCommand { config: config.into(), service })
+        }
+        _ => None,
     }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let path = match config_path() {
-        Ok(path) => path,
-        Err(usage) => {
-            eprintln!("{usage}");
-            return ExitCode::from(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args) {
+        None => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
         }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("proximity-proxy: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+        Some(Mode::Serve { config }) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            match proximity_proxy::run_server(&config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("proximity-proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-    };
-    match runtime.block_on(run(path)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("proximity-proxy: {e}");
-            ExitCode::FAILURE
+        // No logger: stderr is the SSH client's.
+        Some(Mode::ForcedCommand { config, service }) => {
+            let status = proximity_proxy::run_forced_command(&config, &service);
+            ExitCode::from(u8::try_from(status).unwrap_or(255))
         }
     }
 }
 
-async fn run(path: PathBuf) -> Result<(), Box<dyn std::error::Error>> {
-    let config = ProxyConfig::load(&path)?;
-    let host_key = load_or_generate_host_key(&config.host_key)?;
-    let proxy = Arc::new(Proxy::from_config(&config, Arc::new(TracingAudit))?);
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!("listening on {}", listener.local_addr()?);
-    if let Some(address) = config.health_listen {
-        let health = tokio::net::TcpListener::bind(address).await?;
-        tracing::info!("health checks on {}", health.local_addr()?);
-        tokio::spawn(async move {
-            if let Err(e) = serve_health(health).await {
-                tracing::error!("health listener stopped: {e}");
-            }
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(line: &str) -> Option<Mode> {
+        parse(&line.split_whitespace().map(String::from).collect::<Vec<_>>())
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        served = proxy.serve(listener, host_key) => served?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted, stopping"),
-        _ = terminate.recv() => tracing::info!("terminated, stopping"),
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(parsed("serve --config p.toml"), Some(Mode::Serve { config: "p.toml".into() }));
+        assert_eq!(parsed("serve --config=p.toml"), Some(Mode::Serve { config: "p.toml".into() }));
+        let forced = Some(Mode::ForcedCommand { config: "p.toml".into(), service: "nc".into() });
+        assert_eq!(parsed("forced-command --config p.toml --service nc"), forced);
+        assert_eq!(parsed("forced-command --service=nc --config p.toml"), forced);
+        for wrong in ["", "serve", "serve --config", "serve --config a --config b", "serve --service x", "shell"] {
+            assert_eq!(parsed(wrong), None, "{wrong}");
+        }
+        assert_eq!(parsed("forced-command --config p.toml"), None);
     }
-    Ok(())
 }

@@ -36,6 +36,8 @@ pub enum Refusal {
     Unsplittable(String),
     #[error("the command line is empty")]
     Empty,
+    #[error("no command given; only whitelisted commands run here")]
+    NoCommand,
     #[error("command not allowed")]
     NotAllowed,
     #[error("too many arguments (at most {0})")]

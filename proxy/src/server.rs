@@ -24,14 +24,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditRecord, AuditSink, Outcome};
 use crate::config::ProxyConfig;
-use crate::limits::{KeyLimits, Limiter};
-use crate::policy::{authorize, CommandRule};
-use crate::runner::{self, Chunk, RunLimits, Runner};
+use crate::limits::Limiter;
+use crate::runner::Chunk;
+use crate::service::Service;
 
 /// Session channels one connection may have open at once.
 const MAX_CHANNELS_PER_CONNECTION: usize = 32;
-/// Written before every message the proxy itself puts on stderr.
-const STDERR_TAG: &str = "proximity-proxy";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -45,20 +43,16 @@ fn key_error(path: &Path, message: impl ToString) -> ServerError {
     ServerError::Key { path: path.to_owned(), message: message.to_string() }
 }
 
-/// One service, ready to serve.
+/// A service and the keys that may log in to it.
 #[derive(Debug)]
-pub struct Service {
-    pub name: String,
+struct Served {
+    service: Service,
     keys: Vec<PublicKey>,
-    rules: Vec<CommandRule>,
-    runner: Box<dyn Runner>,
-    limits: KeyLimits,
-    run_limits: RunLimits,
 }
 
 /// Everything the connections share.
 pub struct Proxy {
-    services: Vec<Service>,
+    services: Vec<Served>,
     limiter: Limiter,
     audit: Arc<dyn AuditSink>,
 }
@@ -76,18 +70,7 @@ impl Proxy {
             if let crate::config::RunnerConfig::Docker { user: None, .. } = &service.runner {
                 tracing::warn!(service = %name, "commands run as the container's default user; set runner.user");
             }
-            services.push(Service {
-                name: name.clone(),
-                keys,
-                rules: service.compile_rules(name)?,
-                runner: runner::from_config(&service.runner),
-                limits: KeyLimits {
-                    rate_per_minute: service.rate_per_minute,
-                    burst: service.burst,
-                    max_sessions: service.max_sessions,
-                },
-                run_limits: RunLimits { timeout: service.timeout(), max_output: service.max_output_bytes },
-            });
+            services.push(Served { service: Service::from_config(name, service)?, keys });
         }
         Ok(Proxy { services, limiter: Limiter::new(), audit })
     }
@@ -103,7 +86,7 @@ impl Proxy {
             .collect();
         match holders.as_slice() {
             [only] => Some(*only),
-            _ => holders.into_iter().find(|&i| self.services[i].name == user),
+            _ => holders.into_iter().find(|&i| self.services[i].service.name == user),
         }
     }
 
@@ -268,7 +251,7 @@ impl russh::server::Handler for Connection {
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         match self.proxy.service_for(user, key.public_key) {
             Some(service) => {
-                tracing::debug!(peer = %self.peer, %fingerprint, service = %self.proxy.services[service].name, "logged in");
+                tracing::debug!(peer = %self.peer, %fingerprint, service = %self.proxy.services[service].service.name, "logged in");
                 self.login = Some(Login { service, fingerprint });
                 Ok(Auth::Accept)
             }
@@ -403,28 +386,13 @@ struct Request {
 impl Request {
     async fn execute(self, cancel: oneshot::Receiver<()>) {
         let started = Instant::now();
-        let service = &self.proxy.services[self.login.service];
-        let (argv, outcome) = match authorize(&service.rules, &self.line) {
-            Err(refusal) => {
-                (vec![String::from_utf8_lossy(&self.line).into_owned()], Outcome::Refused(refusal.to_string()))
-            }
-            Ok((_, argv)) => {
-                let outcome = match self
-                    .proxy
-                    .limiter
-                    .acquire(&limit_key(&service.name, &self.login.fingerprint), service.limits)
-                {
-                    Err(refusal) => Outcome::Refused(refusal.to_string()),
-                    Ok(_permit) => match service.runner.prepare(&argv).await {
-                        Err(reason) => Outcome::Failed(reason),
-                        Ok(invocation) => self.stream(&invocation, service.run_limits, cancel).await,
-                    },
-                };
-                (argv, outcome)
-            }
-        };
-        if let Some(message) = stderr_message(&outcome, service.run_limits) {
-            let _ = self.handle.extended_data(self.channel, 1, format!("{STDERR_TAG}: {message}\n").into_bytes()).await;
+        let service = &self.proxy.services[self.login.service].service;
+        let limit_key = limit_key(&service.name, &self.login.fingerprint);
+        let admit = |limits| self.proxy.limiter.acquire(&limit_key, limits);
+        let (tx, rx) = mpsc::channel(8);
+        let ((argv, outcome), ()) = tokio::join!(service.execute(&self.line, admit, tx, cancel), self.forward(rx));
+        if let Some(line) = service.stderr_line(&outcome) {
+            let _ = self.handle.extended_data(self.channel, 1, line.into_bytes()).await;
         }
         if outcome != Outcome::Abandoned {
             let _ = self.handle.exit_status_request(self.channel, outcome.exit_status()).await;
@@ -441,39 +409,18 @@ impl Request {
         });
     }
 
-    /// Runs the invocation, forwarding its output to the channel.
-    async fn stream(
-        &self,
-        invocation: &runner::Invocation,
-        limits: RunLimits,
-        cancel: oneshot::Receiver<()>,
-    ) -> Outcome {
-        let (tx, mut rx) = mpsc::channel(8);
-        let forward = async {
-            while let Some(chunk) = rx.recv().await {
-                let sent = match chunk {
-                    Chunk::Stdout(data) => self.handle.data(self.channel, data).await,
-                    Chunk::Stderr(data) => self.handle.extended_data(self.channel, 1, data).await,
-                };
-                // The connection is gone: dropping `rx` ends the run.
-                if sent.is_err() {
-                    break;
-                }
+    /// Sends the command's output to the channel.
+    async fn forward(&self, mut output: mpsc::Receiver<Chunk>) {
+        while let Some(chunk) = output.recv().await {
+            let sent = match chunk {
+                Chunk::Stdout(data) => self.handle.data(self.channel, data).await,
+                Chunk::Stderr(data) => self.handle.extended_data(self.channel, 1, data).await,
+            };
+            // The connection is gone: dropping the receiver ends the run.
+            if sent.is_err() {
+                break;
             }
-        };
-        let (outcome, ()) = tokio::join!(runner::run(invocation, limits, tx, cancel), forward);
-        outcome
-    }
-}
-
-/// What the proxy adds on stderr after the command's own output.
-fn stderr_message(outcome: &Outcome, limits: RunLimits) -> Option<String> {
-    match outcome {
-        Outcome::Exited(_) | Outcome::Abandoned => None,
-        Outcome::Refused(reason) => Some(format!("refused: {reason}")),
-        Outcome::TimedOut => Some(format!("killed after the timeout of {} s", limits.timeout.as_secs())),
-        Outcome::OutputLimit => Some(format!("killed after {} bytes of output", limits.max_output)),
-        Outcome::Failed(reason) => Some(format!("cannot run the command: {reason}")),
+        }
     }
 }
 
