@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use proximity::backend::lxc::LxcBackend;
 use proximity::backend::proxmox::api::PveAuth;
-use proximity::backend::proxmox::ssh::{HostKeyPolicy, SshAuth};
 use proximity::backend::proxmox::tls::PveTls;
 use proximity::backend::proxmox::{labels, ProxmoxBackend, ProxmoxConfig, SshConfig};
 use proximity::backend::{Backend, ContainerRef, ContainerSpec, Features, IpConfig, NetworkSpec, NoProxies, Ownership};
 use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
+use proximity::ssh::{HostKeyPolicy, SshAuth};
 use proximity_pve_sim::{MachineFuture, Machines, NodeMemory, PveSim, SimOptions};
 use proximity_tests::lxc::{backend as lxc_backend, lxcpath, unique, Cleanup};
 use proximity_tests::sshd::Sshd;

@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proximity::backend::proxmox::ssh_pool::{
-    ExecResult, HostKeyPolicy, PoolConfig, SshAuth, SshError, SshPool, SshTarget, OUTPUT_LIMIT,
-};
+use proximity::ssh::{ExecResult, HostKeyPolicy, PoolConfig, SshAuth, SshError, SshPool, SshTarget, OUTPUT_LIMIT};
 use proximity_tests::sshd::{
     fingerprint, free_port, keygen, processes_with_argv, user, PasswordUser, Sshd, PASSWORD_USER,
 };

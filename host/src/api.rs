@@ -327,3 +327,38 @@ pub struct Health {
     pub version: String,
     pub backend: String,
 }
+
+/// `GET /proxy/stats`: the `proxy-exec` client, one entry per configured
+/// proxy service (none when no proxy is configured).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyStats {
+    pub services: Vec<ProxyServiceStats>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyServiceStats {
+    /// The service name recipes' grants use.
+    pub service: String,
+    /// Where its proxies are found, e.g. `static 10.0.0.5:2222`.
+    pub discovery: String,
+    /// The proxies last found healthy.
+    pub endpoints: Vec<String>,
+    /// `closed`, `open` or `half-open`.
+    pub breaker: String,
+    /// Failed calls since the last success.
+    pub failures_in_a_row: u32,
+    /// Calls made, and how they ended.
+    pub calls: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Calls refused at once because the breaker was open.
+    pub fast_failed: u64,
+    /// Further attempts after a connection failure.
+    pub retries: u64,
+    /// SSH connections opened, commands run on an already open one,
+    /// connection failures, and connections open now.
+    pub connections: u64,
+    pub reuses: u64,
+    pub connection_failures: u64,
+    pub open_connections: u64,
+}

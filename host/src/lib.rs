@@ -19,6 +19,8 @@ pub mod events;
 pub mod jobs;
 pub mod manifest;
 pub mod plan;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
+pub mod ssh;
 pub mod store;

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use proximity::backend::proxmox::ssh_pool::{PoolConfig, SshPool};
+use proximity::ssh::{PoolConfig, SshPool};
 use proximity_tests::sshd::Sshd;
 
 const ROUNDS: usize = 200;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use proximity::backend::proxmox::ssh_pool::{HostKeyPolicy, SshAuth, SshTarget};
+use proximity::ssh::{HostKeyPolicy, SshAuth, SshTarget};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const INSTALL: &str = "apt-get install -y openssh-server openssh-client";

@@ -170,6 +170,11 @@ pub trait ProxyExecutor: Send + Sync + 'static {
         args: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, BackendError>;
+
+    /// How the executor's proxy services are doing (`GET /proxy/stats`, `/metrics`).
+    fn stats(&self) -> crate::api::ProxyStats {
+        crate::api::ProxyStats::default()
+    }
 }
 
 /// The proxy executor of a host that has no proxies configured.

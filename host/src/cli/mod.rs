@@ -4,6 +4,7 @@ pub mod apps;
 pub mod client;
 mod deploy;
 mod output;
+mod proxy;
 mod recipe;
 pub mod remote;
 pub mod serve;
@@ -38,6 +39,11 @@ enum Command {
         command: apps::AppsCommand,
         #[command(flatten)]
         server: apps::ServerArgs,
+    },
+    /// The SSH proxy for the `proxy-exec` capability: `serve`, or `forced-command` under OpenSSH.
+    Proxy {
+        #[command(subcommand)]
+        command: proxy::ProxyCommand,
     },
 }
 
@@ -81,11 +87,24 @@ impl RuntimeArgs {
 }
 
 pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The proxy server logs one audit line per request at `info`; under
+    // sshd, stderr is the SSH client's, so a forced command logs nothing there.
+    let default_log = match &cli.command {
+        Command::Proxy { command: proxy::ProxyCommand::Serve { .. } } => "info",
+        Command::Proxy { command: proxy::ProxyCommand::ForcedCommand { .. } } => "off",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PROXIMITY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROXIMITY_LOG").unwrap_or_else(|_| default_log.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match cli.command {
+        Command::Proxy { command } => return proxy::run(command),
+        command => Cli { command },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
@@ -100,6 +119,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Apps { command, server } => apps::run(command, &server).await,
+            Command::Proxy { .. } => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

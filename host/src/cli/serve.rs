@@ -60,6 +60,9 @@ pub struct ServeConfig {
     pub tls_key: Option<PathBuf>,
     /// The `proxmox` backend's cluster: API, credentials, TLS trust, SSH to the nodes.
     pub proxmox: Option<crate::backend::proxmox::settings::ProxmoxSettings>,
+    /// The `proxy-exec` capability's proxy services (see `proxy::config`);
+    /// on every backend, `sim` too.
+    pub proxy: Option<crate::proxy::ProxySettings>,
 }
 
 impl Default for ServeConfig {
@@ -80,6 +83,7 @@ impl Default for ServeConfig {
             tls_cert: None,
             tls_key: None,
             proxmox: None,
+            proxy: None,
         }
     }
 }
@@ -188,7 +192,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         ensure_built(&entry.dir, false)?;
     }
     let metrics = Arc::new(Metrics::new());
-    let (backend, proxy) = backend(&config, &entries).await?;
+    let (backend, mut proxy) = backend(&config, &entries).await?;
+    if let Some(settings) = &config.proxy {
+        let client = crate::proxy::ProxyClient::new(settings).context("reading the [proxy] configuration")?;
+        proxy = Arc::new(client);
+    }
+    metrics.watch_proxies(proxy.clone());
     let backend: Arc<dyn Backend> = Arc::new(Metered::new(backend, metrics.clone()));
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.cache_dir.clone().unwrap_or_else(|| config.data_dir.join("native"))),

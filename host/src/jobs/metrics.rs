@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::backend::{
     Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, FileWrite, HttpProbe, Ownership,
+    ProxyExecutor,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +88,13 @@ impl Metrics {
         self.calls.get_or_create(&CallLabels { capability: capability.into(), outcome: outcome.into() }).inc();
     }
 
+    /// Reports the proxy-exec client's figures ([`ProxyExecutor::stats`]) on
+    /// every scrape.
+    pub fn watch_proxies(&self, proxy: std::sync::Arc<dyn ProxyExecutor>) {
+        let mut registry = self.registry.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry.register_collector(Box::new(ProxyCollector { proxy }));
+    }
+
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -94,6 +102,97 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceOutcomeLabels {
+    service: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceStateLabels {
+    service: String,
+    state: String,
+}
+
+/// The proxy services' figures, read from the client at scrape time.
+struct ProxyCollector {
+    proxy: std::sync::Arc<dyn ProxyExecutor>,
+}
+
+impl std::fmt::Debug for ProxyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for ProxyCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+
+        let stats = self.proxy.stats();
+        if stats.services.is_empty() {
+            return Ok(());
+        }
+        let service = |s: &crate::api::ProxyServiceStats| ServiceLabels { service: s.service.clone() };
+
+        let mut calls = encoder.encode_descriptor(
+            "proxy_calls",
+            "proxy-exec calls by service and outcome (fast_failed: refused by the open circuit breaker)",
+            None,
+            MetricType::Counter,
+        )?;
+        for s in &stats.services {
+            for (outcome, count) in [("succeeded", s.succeeded), ("failed", s.failed), ("fast_failed", s.fast_failed)] {
+                let labels = ServiceOutcomeLabels { service: s.service.clone(), outcome: outcome.into() };
+                ConstCounter::new(count).encode(calls.encode_family(&labels)?)?;
+            }
+        }
+        type Figure = fn(&crate::api::ProxyServiceStats) -> u64;
+        let counters: [(&str, &str, Figure); 4] = [
+            ("proxy_retries", "Further attempts after a connection failure", |s| s.retries),
+            ("proxy_connections", "SSH connections opened to proxies", |s| s.connections),
+            ("proxy_connection_reuses", "Commands run on an already open SSH connection", |s| s.reuses),
+            ("proxy_connection_failures", "SSH connections to proxies that failed or broke", |s| s.connection_failures),
+        ];
+        for (name, help, value) in counters {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for s in &stats.services {
+                ConstCounter::new(value(s)).encode(metric.encode_family(&service(s))?)?;
+            }
+        }
+        let mut open = encoder.encode_descriptor(
+            "proxy_open_connections",
+            "SSH connections to proxies open now",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &stats.services {
+            ConstGauge::new(s.open_connections as i64).encode(open.encode_family(&service(s))?)?;
+        }
+        let mut breaker = encoder.encode_descriptor(
+            "proxy_breaker",
+            "The circuit breaker's state per service: 1 for the current one",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &stats.services {
+            for state in ["closed", "open", "half-open"] {
+                let labels = ServiceStateLabels { service: s.service.clone(), state: state.into() };
+                ConstGauge::new(i64::from(s.breaker == state)).encode(breaker.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -230,6 +230,10 @@ impl Jobs {
         self.inner.services.backend.name()
     }
 
+    pub fn proxy(&self) -> &Arc<dyn ProxyExecutor> {
+        &self.inner.services.proxy
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
     }

@@ -57,6 +57,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/apps/{id}/logs"),
     ("GET", "/apps/{id}/secrets"),
     ("POST", "/apps/{id}/upgrade"),
+    ("GET", "/proxy/stats"),
 ];
 
 /// The handler of one entry of [`ROUTES`].
@@ -80,6 +81,7 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<ServerState> {
         ("GET", "/apps/{id}/logs") => get(routes::logs),
         ("GET", "/apps/{id}/secrets") => get(routes::secrets),
         ("POST", "/apps/{id}/upgrade") => post(routes::upgrade),
+        ("GET", "/proxy/stats") => get(routes::proxy_stats),
         _ => unreachable!("no handler for {method} {path}"),
     }
 }
@@ -456,6 +458,9 @@ mod tests {
         check_schema(&doc, "AppLogs", logs(true), logs(false));
         let health = api::Health { status: "ok".into(), version: "1".into(), backend: "sim".into() };
         check_schema(&doc, "Health", &health, &health);
+        let proxy = api::ProxyStats { services: vec![api::ProxyServiceStats::default()] };
+        check_schema(&doc, "ProxyStats", &proxy, &proxy);
+        check_schema(&doc, "ProxyServiceStats", &proxy.services[0], &proxy.services[0]);
 
         let enum_values = |name: &str| -> Vec<String> {
             doc["components"]["schemas"][name]["enum"]

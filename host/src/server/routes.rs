@@ -60,6 +60,10 @@ pub(crate) async fn metrics(State(state): State<ServerState>) -> Response {
     ([(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 
+pub(crate) async fn proxy_stats(_auth: Authorized, State(state): State<ServerState>) -> Json<api::ProxyStats> {
+    Json(state.jobs.proxy().stats())
+}
+
 pub(crate) async fn openapi() -> Response {
     ([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI).into_response()
 }

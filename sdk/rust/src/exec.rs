@@ -127,7 +127,7 @@ impl Container {
     }
 }
 
-fn command_failed(command: &str, output: &ExecOutput) -> Error {
+pub(crate) fn command_failed(command: &str, output: &ExecOutput) -> Error {
     let stderr = output.stderr_text();
     let stdout;
     let (stream, text) = if stderr.trim().is_empty() {

@@ -25,8 +25,9 @@
 //!
 //! Module map (one WIT interface or one job each): `context` (parameters),
 //! `container` (lxc), `exec`, `files`, `probe`, `progress` + `log`, `os`
-//! (distribution, packages), `docker` + `compose`, `template` (assets), `report` (what exports
-//! return), `recipe` (the trait and its export), `error`.
+//! (distribution, packages), `docker` + `compose`, `template` (assets), `proxy` (commands through
+//! a forced-command proxy), `report` (what exports return), `recipe` (the trait and its export),
+//! `error`.
 
 pub mod bindings;
 
@@ -41,6 +42,7 @@ pub mod log;
 pub mod os;
 pub mod probe;
 pub mod progress;
+pub mod proxy;
 pub mod recipe;
 pub mod report;
 pub mod template;
@@ -68,5 +70,6 @@ pub mod prelude {
         Context, Error, ExecOptions, ExecOutput, FileOptions, HealthCheck, HealthReport, OsFamily, Recipe, Result,
         ResultExt,
     };
+    pub use crate::proxy;
     pub use core::time::Duration;
 }

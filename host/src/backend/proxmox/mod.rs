@@ -1,12 +1,9 @@
 //! The `proxmox` backend: containers on a Proxmox VE node or cluster,
 //! created and managed through the REST API (`api`, `tls`), entered through
-//! SSH with `pct` (`ssh`, `ssh_pool`, `quote`).
+//! SSH with `pct` (through [`crate::ssh`]).
 
 pub mod api;
-pub mod quote;
 pub mod settings;
-pub mod ssh;
-pub mod ssh_pool;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -18,13 +15,12 @@ use rand::Rng;
 use serde_json::Value;
 
 use self::api::{PveAuth, PveClient};
-use self::ssh::{HostKeyPolicy, SshAuth, SshTarget};
-use self::ssh_pool::SshPool;
 use self::tls::PveTls;
 use super::{
     Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, FileWrite, HttpProbe, IpConfig,
     Ownership,
 };
+use crate::ssh::{HostKeyPolicy, SshAuth, SshPool, SshTarget};
 
 /// Tries at a fresh VMID when `/cluster/nextid`'s answer was taken meanwhile.
 const CREATE_ATTEMPTS: usize = 5;
@@ -257,12 +253,12 @@ fn node_of(c: &ContainerRef) -> Result<&str, BackendError> {
     c.node.as_deref().ok_or_else(|| BackendError::Failed(format!("container {} has no node", c.id)))
 }
 
-fn ssh_error(node: &str, argv: &[String], err: ssh::SshError) -> BackendError {
+fn ssh_error(node: &str, argv: &[String], err: crate::ssh::SshError) -> BackendError {
     let shown = argv.iter().take(4).cloned().collect::<Vec<_>>().join(" ");
     let message = format!("SSH to node {node} (`{shown} …`): {err}");
     match err {
-        ssh::SshError::Timeout { .. } => BackendError::Timeout(message),
-        ssh::SshError::Quote(_) => BackendError::InvalidInput(message),
+        crate::ssh::SshError::Timeout { .. } => BackendError::Timeout(message),
+        crate::ssh::SshError::Quote(_) => BackendError::InvalidInput(message),
         _ => BackendError::Failed(message),
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::api::PveAuth;
-use super::ssh::{HostKeyPolicy, SshAuth};
 use super::tls::PveTls;
 use super::{ProxmoxConfig, SshConfig};
 use crate::backend::BackendError;
+use crate::ssh::{HostKeyPolicy, SshAuth};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

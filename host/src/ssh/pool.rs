@@ -1,7 +1,7 @@
 //! SSH connections kept open between commands.
 //!
 //! Opening an SSH connection costs a TCP handshake, a key exchange and a
-//! login: many round trips, and CPU on the node. The pool keeps connections
+//! login: many round trips, and CPU on the server. The pool keeps connections
 //! per (host, port, user) and runs up to
 //! [`PoolConfig::max_sessions_per_connection`] commands on one connection at
 //! once, each on its own channel; past that it opens another connection (up to
@@ -22,8 +22,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::ssh::{display_argv, RunFailure, SshConnection};
-pub use super::ssh::{ExecResult, HostKeyPolicy, SshAuth, SshError, SshTarget, OUTPUT_LIMIT};
+use super::connection::{RemoteCommand, RunFailure, SshConnection};
+use super::{ExecResult, SshError, SshTarget, OUTPUT_LIMIT};
 
 /// How the pool treats connections.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +132,7 @@ struct Inner {
     counters: Counters,
 }
 
-/// SSH connections to Proxmox nodes, shared by all callers.
+/// SSH connections to servers (Proxmox nodes, proxies), shared by all callers.
 #[derive(Clone)]
 pub struct SshPool {
     inner: Arc<Inner>,
@@ -178,7 +178,7 @@ impl SshPool {
         }
     }
 
-    /// Runs `argv` on the target (see [`super::ssh`] for how), feeding it
+    /// Runs `argv` on the target (see [`super::connection`] for how), feeding it
     /// `stdin`, killing it when it outlives `timeout` (which covers waiting
     /// for a connection too). A command is never run twice: only one that
     /// cannot have started (its pooled connection turned out dead) is moved
@@ -191,7 +191,7 @@ impl SshPool {
         timeout: Duration,
     ) -> Result<ExecResult, SshError> {
         let deadline = Instant::now() + timeout;
-        self.exec_until(target, argv, stdin, deadline, timeout).await.map_err(|f| f.error)
+        self.run(target, RemoteCommand::Argv(argv), stdin, deadline, timeout).await.map_err(|f| f.error)
     }
 
     /// [`Self::exec`] for a command that may safely run more than once: when
@@ -210,7 +210,7 @@ impl SshPool {
         let config = &self.inner.config;
         let mut attempt = 0u32;
         loop {
-            let failure = match self.exec_until(target, argv, stdin, deadline, timeout).await {
+            let failure = match self.run(target, RemoteCommand::Argv(argv), stdin, deadline, timeout).await {
                 Ok(result) => return Ok(result),
                 Err(failure) => failure,
             };
@@ -225,7 +225,7 @@ impl SshPool {
             if !retryable || attempt >= config.retries {
                 return Err(failure.error);
             }
-            let wait = config.backoff.saturating_mul(1u32 << attempt.min(16));
+            let wait = backoff_with_jitter(config.backoff, attempt);
             if Instant::now() + wait >= deadline {
                 return Err(failure.error);
             }
@@ -244,11 +244,22 @@ impl SshPool {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<ExecResult, SshError> {
+        self.exec_fresh_command(target, RemoteCommand::Argv(argv), stdin, timeout).await
+    }
+
+    /// [`Self::exec_fresh`] for any [`RemoteCommand`].
+    pub async fn exec_fresh_command(
+        &self,
+        target: &SshTarget,
+        command: RemoteCommand<'_>,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<ExecResult, SshError> {
         let deadline = Instant::now() + timeout;
-        super::quote::command_line(argv)?;
+        command.check()?;
         let connect_timeout = self.inner.config.connect_timeout.min(timeout);
         let connection = SshConnection::connect(target, connect_timeout).await?;
-        let result = connection.run(argv, stdin, deadline, timeout, self.inner.config.output_limit).await;
+        let result = connection.run(command, stdin, deadline, timeout, self.inner.config.output_limit).await;
         connection.disconnect().await;
         result.map_err(|f| f.error)
     }
@@ -299,19 +310,23 @@ impl SshPool {
         }
     }
 
-    async fn exec_until(
+    /// Runs `command` on a pooled connection by `deadline` (`timeout` is for
+    /// messages), telling in a failure whether the command may have started.
+    /// A command is never run twice: only one that cannot have started (its
+    /// pooled connection turned out dead) is moved to a new connection.
+    pub async fn run(
         &self,
         target: &SshTarget,
-        argv: &[String],
+        command: RemoteCommand<'_>,
         stdin: Option<&[u8]>,
         deadline: Instant,
         timeout: Duration,
     ) -> Result<ExecResult, RunFailure> {
-        super::quote::command_line(argv).map_err(|e| RunFailure { error: e.into(), started: false, broken: false })?;
+        command.check().map_err(|e| RunFailure { error: e.into(), started: false, broken: false })?;
         loop {
             let lease = self.lease(target, deadline, timeout).await?;
             let result =
-                lease.pooled.connection.run(argv, stdin, deadline, timeout, self.inner.config.output_limit).await;
+                lease.pooled.connection.run(command, stdin, deadline, timeout, self.inner.config.output_limit).await;
             match result {
                 Ok(result) => return Ok(result),
                 Err(failure) => {
@@ -326,7 +341,7 @@ impl SshPool {
                         tracing::debug!(
                             host = %target.host,
                             "pooled SSH connection was dead; running `{}` on a new one",
-                            display_argv(argv)
+                            command.display()
                         );
                         continue;
                     }
@@ -447,9 +462,20 @@ impl SshPool {
     }
 }
 
+/// The wait before retry `attempt` (0 for the first): `base` doubled per
+/// attempt, then a random part of it taken off (up to a half), so that
+/// callers who failed together do not all come back at the same moment.
+pub fn backoff_with_jitter(base: Duration, attempt: u32) -> Duration {
+    use rand::Rng;
+    let full = base.saturating_mul(1u32 << attempt.min(16));
+    let jitter = rand::rng().random_range(0.0..0.5);
+    full.mul_f64(1.0 - jitter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ssh::{HostKeyPolicy, SshAuth};
 
     #[test]
     fn defaults_match_the_design() {
@@ -465,6 +491,18 @@ mod tests {
     fn pool_is_shareable() {
         fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
         assert_send_sync_clone::<SshPool>();
+    }
+
+    #[test]
+    fn backoff_doubles_and_keeps_at_least_half() {
+        let base = Duration::from_millis(100);
+        for attempt in 0..5u32 {
+            let full = base * (1 << attempt);
+            for _ in 0..50 {
+                let wait = backoff_with_jitter(base, attempt);
+                assert!(wait <= full && wait >= full / 2, "attempt {attempt}: {wait:?} outside {full:?}/2..{full:?}");
+            }
+        }
     }
 
     #[tokio::test]

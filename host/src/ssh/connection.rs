@@ -1,12 +1,11 @@
-//! One SSH connection to a Proxmox node, and running one command over it.
+//! One SSH connection, and running one command over it.
 //!
-//! The Proxmox backend runs `pct` on a node over SSH. This module opens and
-//! authenticates a connection ([`SshConnection::connect`]), checks the node's
-//! host key against a [`HostKeyPolicy`], and runs an argv with optional stdin
-//! ([`SshConnection::exec`]); [`super::ssh_pool::SshPool`] keeps connections
-//! open between commands.
+//! [`SshConnection::connect`] opens and authenticates a connection and checks
+//! the server's host key against a [`HostKeyPolicy`]; [`SshConnection::exec`]
+//! runs a [`RemoteCommand`] with optional stdin. [`super::SshPool`] keeps
+//! connections open between commands.
 //!
-//! # Running an argv
+//! # Running an argv ([`RemoteCommand::Argv`])
 //! The argv is quoted for the remote login shell with [`super::quote`], and
 //! prefixed so that the remote side can be killed: the line sent is
 //! `echo $$; exec 'ARGV0' 'ARGV1' ...`. The login shell prints its own pid and
@@ -24,6 +23,13 @@
 //! function), and the login shell must be a POSIX shell (bash, dash), as
 //! root's is on Proxmox VE. Bash reads `~/.bashrc` before every command sshd
 //! starts: on a node whose root has a slow one, every command pays for it.
+//!
+//! # Running a line for a forced command ([`RemoteCommand::Forced`])
+//! A forced-command server (Proximity's proxy, or sshd with `command=` in
+//! `authorized_keys`) splits the line itself and runs no shell, so nothing is
+//! prefixed and there is no pid to kill: a command that outlives its timeout
+//! has its channel closed, and the proxy stops the command when its client
+//! goes away.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -174,10 +180,51 @@ impl SshTarget {
     }
 }
 
+/// What to run: how it is sent, and how it is stopped after its timeout.
+#[derive(Clone, Copy, Debug)]
+pub enum RemoteCommand<'a> {
+    /// A program and its arguments, for the remote login shell.
+    Argv(&'a [String]),
+    /// A command line for a forced-command server, sent as it is.
+    Forced(&'a str),
+}
+
+impl RemoteCommand<'_> {
+    /// The command as messages show it.
+    pub fn display(&self) -> String {
+        match self {
+            RemoteCommand::Argv(argv) => display_argv(argv),
+            RemoteCommand::Forced(line) => shorten(line.to_string()),
+        }
+    }
+
+    /// Whether the command can be sent at all (no NUL, not empty).
+    pub fn check(&self) -> Result<(), QuoteError> {
+        self.request().map(|_| ())
+    }
+
+    /// The bytes of the `exec` request, and whether the first stdout line
+    /// is the remote shell's pid.
+    fn request(&self) -> Result<(String, bool), QuoteError> {
+        match self {
+            RemoteCommand::Argv(argv) => Ok((format!("echo $$; exec {}", command_line(argv)?), true)),
+            RemoteCommand::Forced(line) => {
+                if line.trim().is_empty() {
+                    return Err(QuoteError::Empty);
+                }
+                if line.contains('\0') {
+                    return Err(QuoteError::Nul { index: 0 });
+                }
+                Ok((line.to_string(), false))
+            }
+        }
+    }
+}
+
 /// A command that did not finish, and whether it may have started: a command
 /// that cannot have started can be tried again on another connection.
 #[derive(Debug)]
-pub(crate) struct RunFailure {
+pub struct RunFailure {
     pub error: SshError,
     pub started: bool,
     /// The connection is gone (or unusable) and must not be used again.
@@ -575,18 +622,22 @@ impl SshConnection {
         let _ = self.handle.disconnect(Disconnect::ByApplication, "", "en").await;
     }
 
-    /// Runs `argv` (quoted for the remote shell), feeding it `stdin` (or
-    /// nothing: the command sees end of file), killing it when it outlives
-    /// `timeout`.
-    pub async fn exec(&self, argv: &[String], stdin: Option<&[u8]>, timeout: Duration) -> Result<ExecResult, SshError> {
-        self.run(argv, stdin, Instant::now() + timeout, timeout, OUTPUT_LIMIT).await.map_err(|f| f.error)
+    /// Runs `command`, feeding it `stdin` (or nothing: the command sees end
+    /// of file), stopping it when it outlives `timeout`.
+    pub async fn exec(
+        &self,
+        command: RemoteCommand<'_>,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<ExecResult, SshError> {
+        self.run(command, stdin, Instant::now() + timeout, timeout, OUTPUT_LIMIT).await.map_err(|f| f.error)
     }
 
     /// [`Self::exec`] with a deadline, telling whether a failed command may
     /// have started. `timeout` is only for the message.
     pub(crate) async fn run(
         &self,
-        argv: &[String],
+        command: RemoteCommand<'_>,
         stdin: Option<&[u8]>,
         deadline: Instant,
         timeout: Duration,
@@ -594,8 +645,7 @@ impl SshConnection {
     ) -> Result<ExecResult, RunFailure> {
         let target = &self.target;
         let not_started = |error: SshError, broken: bool| RunFailure { error, started: false, broken };
-        let line = command_line(argv).map_err(|e| not_started(e.into(), false))?;
-        let line = format!("echo $$; exec {line}");
+        let (line, pid_first) = command.request().map_err(|e| not_started(e.into(), false))?;
 
         // A connection whose peer vanished silently answers nothing: give up
         // on it well before a long command's deadline.
@@ -622,7 +672,14 @@ impl SshConnection {
             return Err(not_started(target.channel_error(format!("cannot send the command: {e}")), self.is_closed()));
         }
         let (mut reader, writer) = channel.split();
-        let mut guard = KillOnDrop { handle: self.handle.clone(), target: target.clone(), pid: None, armed: true };
+        let writer = Arc::new(writer);
+        let mut guard = KillOnDrop {
+            handle: self.handle.clone(),
+            target: target.clone(),
+            pid: None,
+            writer: (!pid_first).then(|| writer.clone()),
+            armed: true,
+        };
 
         let feed = async {
             if let Some(data) = stdin {
@@ -633,7 +690,7 @@ impl SshConnection {
         tokio::pin!(feed);
         let mut fed = false;
         let mut confirmed = false;
-        let mut pid = PidLine::Reading(Vec::new());
+        let mut pid = if pid_first { PidLine::Reading(Vec::new()) } else { PidLine::Done(None) };
         let mut stdout = Tail::new(output_limit);
         let mut stderr = Tail::new(output_limit);
         let mut status: Option<i32> = None;
@@ -670,19 +727,18 @@ impl SshConnection {
                     Some(_) => {}
                 },
                 _ = &mut sleep => {
+                    guard.armed = false;
                     match pid.pid() {
-                        Some(pid) => {
-                            guard.armed = false;
-                            kill_remote(self.handle.clone(), target.clone(), pid).await
-                        }
-                        None => tracing::warn!(
+                        Some(pid) => kill_remote(self.handle.clone(), target.clone(), pid).await,
+                        None if pid_first => tracing::warn!(
                             host = %target.host,
                             "SSH command timed out before it reported its pid; closing its channel"
                         ),
+                        None => {}
                     }
                     let _ = writer.close().await;
                     return Err(RunFailure {
-                        error: target.timeout_error(format!("`{}`", display_argv(argv)), timeout),
+                        error: target.timeout_error(format!("`{}`", command.display()), timeout),
                         started: true,
                         broken: false,
                     });
@@ -751,21 +807,32 @@ async fn kill_remote(handle: Arc<client::Handle<Client>>, target: SshTarget, pid
     }
 }
 
-/// Kills the remote command when the future running it is dropped before it
-/// finished (the caller gave up: a run's deadline passed), in the background.
+/// Stops the remote command when the future running it is dropped before it
+/// finished (the caller gave up: a run's deadline passed), in the background:
+/// kills it by pid, or closes the channel of a forced command.
 struct KillOnDrop {
     handle: Arc<client::Handle<Client>>,
     target: SshTarget,
     pid: Option<u32>,
+    writer: Option<Arc<russh::ChannelWriteHalf<client::Msg>>>,
     armed: bool,
 }
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let (true, Some(pid)) = (self.armed, self.pid) else { return };
+        if !self.armed {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        tracing::debug!(host = %self.target.host, pid, "SSH command abandoned; killing it");
-        runtime.spawn(kill_remote(self.handle.clone(), self.target.clone(), pid));
+        if let Some(pid) = self.pid {
+            tracing::debug!(host = %self.target.host, pid, "SSH command abandoned; killing it");
+            runtime.spawn(kill_remote(self.handle.clone(), self.target.clone(), pid));
+        } else if let Some(writer) = self.writer.take() {
+            tracing::debug!(host = %self.target.host, "forced SSH command abandoned; closing its channel");
+            runtime.spawn(async move {
+                let _ = writer.close().await;
+            });
+        }
     }
 }
 
@@ -783,7 +850,7 @@ fn kill_argv(pid: u32) -> Vec<String> {
 
 /// An argv for messages: shell-quoted where needed, shortened.
 pub(crate) fn display_argv(argv: &[String]) -> String {
-    let mut text = argv
+    let text = argv
         .iter()
         .map(|a| {
             if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c)) {
@@ -794,10 +861,16 @@ pub(crate) fn display_argv(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ");
+    shorten(text)
+}
+
+/// At most 200 characters of a command, for messages.
+fn shorten(text: String) -> String {
     if text.chars().count() > 200 {
-        text = text.chars().take(200).collect::<String>() + "…";
+        text.chars().take(200).collect::<String>() + "…"
+    } else {
+        text
     }
-    text
 }
 
 #[cfg(test)]

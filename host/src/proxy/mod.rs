@@ -1,0 +1,11 @@
+//! The client side of `proxy-exec`: commands for apps that recipes cannot
+//! reach directly, sent through SSH forced-command proxies
+//! (`proximity proxy serve`, the `proximity-proxy` crate).
+
+pub mod breaker;
+pub mod client;
+pub mod config;
+pub mod discovery;
+
+pub use client::ProxyClient;
+pub use config::ProxySettings;
