@@ -65,6 +65,28 @@ impl Proxy {
         Proxy { child, addr }
     }
 
+    /// Resident KiB of the proxy's own executable (code and data, shared
+    /// with other copies) and of its heap, from /proc/PID/smaps.
+    fn resident_by_kind(&self) -> (u64, u64) {
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.child.id())).unwrap();
+        let executable = std::fs::read_link(format!("/proc/{}/exe", self.child.id())).unwrap();
+        let (mut binary, mut heap, mut current) = (0, 0, "");
+        for line in smaps.lines() {
+            if let Some(rss) = line.strip_prefix("Rss:") {
+                let kib: u64 = rss.trim().trim_end_matches("kB").trim().parse().unwrap();
+                if current == executable.to_str().unwrap() {
+                    binary += kib;
+                } else if current == "[heap]" {
+                    heap += kib;
+                }
+            } else if !line.split_whitespace().next().unwrap_or("").ends_with(':') {
+                // A mapping's header: address range, perms, offset, dev, inode, name.
+                current = line.split_whitespace().nth(5).unwrap_or("");
+            }
+        }
+        (binary, heap)
+    }
+
     /// A field of /proc/PID/status, in KiB.
     fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -180,6 +202,8 @@ async fn connect(addr: SocketAddr, key: &Arc<PrivateKey>) -> Result<client::Hand
 
 struct Figures {
     threads: u64,
+    binary_kib: u64,
+    heap_kib: u64,
     idle_kib: u64,
     loaded_kib: u64,
     peak_kib: u64,
@@ -223,12 +247,15 @@ async fn scenario(key: &Arc<PrivateKey>, connections: usize, channels: usize) ->
     all_started.wait().await;
     let loaded_kib = proxy.status_kib("VmRSS:");
     let threads = proxy.status_kib("Threads:");
+    let (binary_kib, heap_kib) = proxy.resident_by_kind();
     std::fs::write(dir.path().join("release"), "").unwrap();
     for task in tasks {
         task.await.unwrap();
     }
     Figures {
         threads,
+        binary_kib,
+        heap_kib,
         idle_kib,
         loaded_kib,
         peak_kib: proxy.status_kib("VmHWM:"),
@@ -279,10 +306,13 @@ fn main() {
         let sessions = connections * channels;
         println!(
             "{connections:>3} connections x {channels} exec: idle RSS {:.1} MiB, loaded RSS {:.1} MiB, \
-             peak (VmHWM) {:.1} MiB, {:.1} KiB per session, {} threads, errors {}, {:.2} s",
+             peak (VmHWM) {:.1} MiB (executable {:.1} MiB, heap {:.1} MiB), {:.1} KiB per session, \
+             {} threads, errors {}, {:.2} s",
             mib(f.idle_kib),
             mib(f.loaded_kib),
             mib(f.peak_kib),
+            mib(f.binary_kib),
+            mib(f.heap_kib),
             f.loaded_kib.saturating_sub(f.idle_kib) as f64 / sessions as f64,
             f.threads,
             f.errors,
