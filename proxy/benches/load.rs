@@ -11,6 +11,7 @@
 //! release file, so that all 200 are running when the memory is read.
 //! Prints the proxy's RSS idle and loaded, its peak (VmHWM), the cost per
 //! session, and the errors; exits non-zero if any session failed.
+//! `PROXY_BIN=/path/to/proximity-proxy` measures another build instead.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -43,7 +44,10 @@ impl Drop for Proxy {
 
 impl Proxy {
     fn start(dir: &Path) -> Proxy {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_proximity-proxy"))
+        // PROXY_BIN: another build of the proxy, e.g. one made with a
+        // different release profile.
+        let binary = std::env::var_os("PROXY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_proximity-proxy").into());
+        let mut child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(dir.join("proxy.toml"))
             .env("NO_COLOR", "1")
