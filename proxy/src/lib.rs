@@ -28,6 +28,7 @@
 //! - [`policy`]: splitting a command line and matching it against the whitelist.
 //! - [`runner`]: where a command runs, and running it with a timeout and an
 //!   output limit.
+//! - [`pipe`]: reading a command's output without a buffer per command.
 //! - [`limits`]: per-key rate limit and concurrent command cap.
 //! - [`audit`]: one record per request.
 //! - [`service`]: one service's whitelist, limits and runner, and running a
@@ -82,6 +83,7 @@ pub mod audit;
 pub mod config;
 pub mod forced_command;
 pub mod limits;
+pub mod pipe;
 pub mod policy;
 pub mod runner;
 pub mod serve;

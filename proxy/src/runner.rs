@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::Outcome;
 use crate::config::RunnerConfig;
+use crate::pipe::OutputPipe;
 
 /// A program and its whole argument list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,9 +150,6 @@ pub struct RunLimits {
     pub max_output: u64,
 }
 
-// Two buffers per running command: kept small for the many-sessions RSS budget.
-const READ_SIZE: usize = 8 * 1024;
-
 /// Runs `invocation`, sending its output to `out`, until it exits, the
 /// limits are hit, `cancel` resolves (or its sender is dropped), or `out` is
 /// closed.
@@ -175,13 +172,17 @@ pub async fn run(
         Err(e) => return Outcome::Failed(format!("cannot start {}: {e}", invocation.program.display())),
     };
     let group = child.id().map(|pid| pid as libc::pid_t);
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
+    let pipes = (child.stdout.take().map(|p| p.into_owned_fd()), child.stderr.take().map(|p| p.into_owned_fd()));
+    let (mut stdout, mut stderr) = match pipes {
+        (Some(Ok(stdout)), Some(Ok(stderr))) => match (OutputPipe::new(stdout), OutputPipe::new(stderr)) {
+            (Ok(stdout), Ok(stderr)) => (Some(stdout), Some(stderr)),
+            (Err(e), _) | (_, Err(e)) => return Outcome::Failed(format!("cannot read the output: {e}")),
+        },
+        _ => return Outcome::Failed("cannot read the output".into()),
+    };
     let deadline = tokio::time::sleep(limits.timeout);
     tokio::pin!(deadline);
     let mut left = limits.max_output;
-    let mut out_buf = vec![0u8; READ_SIZE];
-    let mut err_buf = vec![0u8; READ_SIZE];
 
     // Read both pipes until they close or a limit ends the run.
     let stopped = loop {
@@ -189,16 +190,16 @@ pub async fn run(
             break None;
         }
         tokio::select! {
-            read = read_some(&mut stdout, &mut out_buf) => {
-                if let Some(n) = read {
-                    if let Err(outcome) = forward(&out, Chunk::Stdout, &out_buf[..n], &mut left).await {
+            read = read_some(&mut stdout) => {
+                if let Some(data) = read {
+                    if let Err(outcome) = forward(&out, Chunk::Stdout, data, &mut left).await {
                         break Some(outcome);
                     }
                 }
             }
-            read = read_some(&mut stderr, &mut err_buf) => {
-                if let Some(n) = read {
-                    if let Err(outcome) = forward(&out, Chunk::Stderr, &err_buf[..n], &mut left).await {
+            read = read_some(&mut stderr) => {
+                if let Some(data) = read {
+                    if let Err(outcome) = forward(&out, Chunk::Stderr, data, &mut left).await {
                         break Some(outcome);
                     }
                 }
@@ -231,32 +232,32 @@ pub async fn run(
 
 /// Reads from a pipe that is still open; `None` (and the pipe forgotten)
 /// at its end. A closed pipe never resolves, so `select!` skips it.
-async fn read_some<R: AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> Option<usize> {
-    let Some(reader) = pipe.as_mut() else {
+async fn read_some(pipe: &mut Option<OutputPipe>) -> Option<Vec<u8>> {
+    let Some(reader) = pipe.as_ref() else {
         return std::future::pending().await;
     };
-    match reader.read(buf).await {
-        Ok(0) | Err(_) => {
-            *pipe = None;
-            None
-        }
-        Ok(n) => Some(n),
+    let data = reader.read().await;
+    if data.is_none() {
+        *pipe = None;
     }
+    data
 }
 
 /// Sends what fits in the output allowance; an `Err` ends the run.
 async fn forward(
     out: &mpsc::Sender<Chunk>,
     kind: fn(Vec<u8>) -> Chunk,
-    data: &[u8],
+    mut data: Vec<u8>,
     left: &mut u64,
 ) -> Result<(), Outcome> {
-    let fits = data.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-    if fits > 0 && out.send(kind(data[..fits].to_vec())).await.is_err() {
+    let read = data.len();
+    let fits = read.min(usize::try_from(*left).unwrap_or(usize::MAX));
+    data.truncate(fits);
+    if fits > 0 && out.send(kind(data)).await.is_err() {
         return Err(Outcome::Abandoned);
     }
     *left -= fits as u64;
-    if fits < data.len() {
+    if fits < read {
         return Err(Outcome::OutputLimit);
     }
     Ok(())
