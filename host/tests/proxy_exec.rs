@@ -228,11 +228,16 @@ async fn arguments_reach_the_command_exactly_and_connections_are_reused() {
     let output = client.proxy_exec(SERVICE, "app run", &words(&["fail"]), T).await.unwrap();
     assert_eq!(output.status, 3);
     assert_eq!(String::from_utf8_lossy(&output.stderr), "failing\n");
+    // Many more, one after another, on the same connection.
+    for i in 0..50 {
+        let output = client.proxy_exec(SERVICE, "app run", &[format!("{i}")], T).await.unwrap();
+        assert_eq!(output.status, 0, "call {i}: {}", String::from_utf8_lossy(&output.stderr));
+    }
 
     let stats = client.stats().services.remove(0);
     assert_eq!(stats.service, SERVICE);
     assert_eq!(stats.endpoints, vec![files.endpoint()]);
-    assert_eq!(stats.calls, corpus.len() as u64 + 1);
+    assert_eq!(stats.calls, corpus.len() as u64 + 51);
     assert_eq!(stats.succeeded, stats.calls);
     assert_eq!(stats.connections, 1, "one connection serves sequential calls");
     assert_eq!(stats.reuses, stats.calls - 1);
@@ -252,7 +257,7 @@ async fn arguments_reach_the_command_exactly_and_connections_are_reused() {
     }
     let stats = client.stats().services.remove(0);
     assert!(stats.connections <= 5, "max 5 connections per proxy, got {}", stats.connections);
-    assert_eq!(stats.succeeded, corpus.len() as u64 + 41);
+    assert_eq!(stats.succeeded, corpus.len() as u64 + 91);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -268,6 +268,10 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // A channel whose command finished was closed by its task, and russh
+        // drops the client's answering close without telling this handler:
+        // a finished command's task has dropped its cancel receiver.
+        self.channels.retain(|_, stop| !stop.as_ref().is_some_and(|stop| stop.is_closed()));
         if self.login.is_none() || self.channels.len() >= MAX_CHANNELS_PER_CONNECTION {
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());

@@ -39,6 +39,20 @@ async fn allowed_commands_run_with_their_exact_argv() {
     );
 }
 
+/// A pooled client runs command after command on one connection: finished
+/// commands' channels must not count against the per-connection cap.
+#[tokio::test]
+async fn one_connection_runs_many_commands_one_after_another() {
+    let server = TestServer::start().await;
+    let client = server.connect("app").await;
+    for i in 0..100 {
+        let out = exec(&client, b"app run --all").await;
+        assert!(out.accepted, "command {i} on the connection was refused a channel");
+        assert_eq!(out.status, Some(0), "command {i}: {}", out.stderr());
+    }
+    assert_eq!(server.workspace.calls().len(), 100);
+}
+
 /// Lines that must be refused: exit 126, a one-line reason, and the runner
 /// never started.
 #[tokio::test]
