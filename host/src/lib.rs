@@ -19,6 +19,7 @@ pub mod events;
 pub mod jobs;
 pub mod manifest;
 pub mod plan;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod store;

@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod client;
 mod deploy;
+mod keys;
 mod output;
 mod recipe;
 pub mod remote;
@@ -39,6 +40,9 @@ enum Command {
         #[command(flatten)]
         server: apps::ServerArgs,
     },
+    /// Key pairs for the proxy-exec SSH proxies.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Options shared by commands that read the catalog.
@@ -100,6 +104,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Token(args) => token::run(args),
             Command::Apps { command, server } => apps::run(command, &server).await,
+            Command::Keys(command) => keys::run(command).await,
         }
     });
     match result {
