@@ -305,8 +305,12 @@ impl Source {
                         "`label = \"{label}\"` is not a label: expected key=value or key, e.g. service=nextcloud-proxy"
                     )));
                 }
+                // A name or an IP address (IPv6 without brackets), as in an Endpoint.
                 if let Some(host) = host {
-                    check_name("host", host.trim_start_matches('[').trim_end_matches(']').replace(':', ".").as_str())?;
+                    let as_endpoint = if host.contains(':') { format!("[{host}]:1") } else { format!("{host}:1") };
+                    if let Err(e) = as_endpoint.parse::<Endpoint>() {
+                        return Err(SourceError(format!("`host = \"{host}\"`: {}", e.why)));
+                    }
                 }
                 check_port("swarm", *port)
             }
@@ -832,6 +836,8 @@ mod tests {
                 "unknown variant",
             ),
             (r#"discovery = { dns = "proxy.lan", port = 22, ttl = 5 }"#, "unknown field `ttl`"),
+            (r#"discovery = { swarm = "unix:///d.sock", label = "a", port = 22, host = "a b" }"#, "not a host name"),
+            (r#"discovery = { swarm = "unix:///d.sock", label = "a", port = 22, host = "fd00::x" }"#, "not an IPv6"),
         ] {
             let error = parse(text).unwrap_err();
             assert!(error.contains(why), "{text}: {error}");

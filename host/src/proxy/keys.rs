@@ -80,6 +80,13 @@ pub struct ServiceKey {
     key: PrivateKey,
 }
 
+/// Shows the service and fingerprint, never the private key.
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceKey").field("service", &self.service).field("fingerprint", &self.fingerprint()).finish()
+    }
+}
+
 impl ServiceKey {
     pub fn generate(service: &str) -> Result<ServiceKey, KeyError> {
         validate_service_name(service)?;
