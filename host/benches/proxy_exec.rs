@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use proximity::backend::ProxyExecutor;
 use proximity::proxy::client::command_line;
 use proximity::proxy::config::ServiceSettings;
-use proximity::proxy::discovery::Source;
+use proximity::proxy::discovery::{Endpoint, Source};
 use proximity::proxy::{ProxyClient, ProxySettings};
 use proximity::ssh::{HostKeyPolicy, PoolConfig, RemoteCommand, SshAuth, SshPool, SshTarget};
 
@@ -124,7 +124,7 @@ fn service(dir: &Path, port: u16, user: &str) -> ServiceSettings {
         host_fingerprint: Some(fingerprint(&dir.join("host_key.pub"))),
         known_hosts: None,
         trust_on_first_use: false,
-        discovery: Source::Static(vec![format!("127.0.0.1:{port}")]),
+        discovery: Source::Static(vec![Endpoint::new("127.0.0.1", port)]),
     }
 }
 
