@@ -251,7 +251,7 @@ async fn swarm_services_are_discovered_and_keys_become_secrets() {
     let error = discover(swarm(&proxy_label, SwarmAddresses::Published)).await.unwrap_err();
     assert!(matches!(error, DiscoveryError::NotSwarm { .. }), "{error}");
     assert!(error.to_string().contains("is not in Swarm mode"), "{error}");
-    let error = keys::generate(&request).await.err().expect("no secrets outside Swarm mode");
+    let error = keys::generate(&request).await.expect_err("no secrets outside Swarm mode");
     assert!(matches!(error, KeyError::NotSwarm { .. }), "{error}");
     assert!(!keys_dir.path().join("keys").exists(), "a refusal writes nothing");
 
