@@ -251,7 +251,7 @@ async fn swarm_services_are_discovered_and_keys_become_secrets() {
     let error = discover(swarm(&proxy_label, SwarmAddresses::Published)).await.unwrap_err();
     assert!(matches!(error, DiscoveryError::NotSwarm { .. }), "{error}");
     assert!(error.to_string().contains("is not in Swarm mode"), "{error}");
-    let error = keys::generate(&request).await.err().expect("no secrets outside Swarm mode");
+    let error = keys::generate(&request).await.expect_err("no secrets outside Swarm mode");
     assert!(matches!(error, KeyError::NotSwarm { .. }), "{error}");
     assert!(!keys_dir.path().join("keys").exists(), "a refusal writes nothing");
 
@@ -389,4 +389,30 @@ async fn swarm_services_are_discovered_and_keys_become_secrets() {
     }
     let listed = dockerd.docker(&["secret", "ls", "--format", "{{.Name}}"]);
     assert_eq!(listed.lines().filter(|name| name.starts_with(&unique)).count(), 2);
+}
+
+#[tokio::test]
+async fn generated_keys_are_what_openssh_reads() {
+    if std::process::Command::new("ssh-keygen").arg("-?").stderr(std::process::Stdio::null()).status().is_err() {
+        let message = "ssh-keygen is missing: install it with `apt-get install -y openssh-client`";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message} (CI=true: this test may not be skipped)");
+        eprintln!("SKIPPED: {message}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let request =
+        GenerateRequest { service: "nextcloud".into(), dir: dir.path().join("keys"), force: false, docker_host: None };
+    let generated = keys::generate(&request).await.unwrap();
+    assert!(generated.secrets.is_empty() && !generated.reused);
+    let derived = std::process::Command::new("ssh-keygen").arg("-y").arg("-f").arg(&generated.files.private).output();
+    let derived = String::from_utf8(derived.unwrap().stdout).unwrap();
+    let line = generated.key.public_line();
+    assert_eq!(derived.trim(), line, "ssh-keygen derives the same public key (and comment) from the private one");
+    assert!(line.ends_with(" proximity-proxy:nextcloud"), "{line}");
+    assert_eq!(proximity_tests::sshd::fingerprint(&generated.files.public), generated.key.fingerprint());
+
+    let again = keys::generate(&request).await.unwrap_err();
+    assert!(matches!(again, KeyError::Exists { .. }), "{again}");
+    let replaced = keys::generate(&GenerateRequest { force: true, ..request }).await.unwrap();
+    assert_ne!(replaced.key.fingerprint(), generated.key.fingerprint());
 }

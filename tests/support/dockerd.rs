@@ -190,7 +190,7 @@ impl Dockerd {
             }
             rootfs
         };
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&rootfs)
             .args(["-c", "."])
@@ -200,9 +200,11 @@ impl Dockerd {
         let imported = Command::new("docker")
             .args(["import", "-", IMAGE])
             .env("DOCKER_HOST", self.host())
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .expect("run docker import");
+        let archived = tar.wait().expect("wait for tar");
+        assert!(archived.success(), "tar of {} failed ({archived})", rootfs.display());
         assert!(imported.status.success(), "docker import failed: {}", String::from_utf8_lossy(&imported.stderr));
     }
 

@@ -246,10 +246,11 @@ impl TryFrom<RawSource> for Source {
         let kind = match given.as_slice() {
             [one] => *one,
             [] => {
-                return Err(SourceError(format!(
+                return Err(SourceError(
                     "say how to find the proxies with one of `static`, `dns`, `srv` or `swarm`, e.g. \
-                     {{ dns = \"proxy.lan\", port = 2222 }}"
-                )))
+                     { dns = \"proxy.lan\", port = 2222 }"
+                        .into(),
+                ))
             }
             many => {
                 return Err(SourceError(format!(

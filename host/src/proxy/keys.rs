@@ -280,6 +280,7 @@ pub struct GenerateRequest {
 }
 
 /// What it did.
+#[derive(Debug)]
 pub struct Generated {
     pub key: ServiceKey,
     pub files: KeyFiles,
