@@ -95,7 +95,11 @@ impl EventFeed {
             }
             let live = self.live.as_mut()?;
             let received = match &self.stop {
+                // Events already sent to the channel go out before the stop
+                // is heeded: at shutdown a job's `end` is broadcast just
+                // before the streams are told to stop.
                 Some(stop) => tokio::select! {
+                    biased;
                     received = live.recv() => Some(received),
                     () = stop.cancelled() => None,
                 },
@@ -281,5 +285,18 @@ mod tests {
         stop.cancel();
         assert!(stream.next().await.is_none());
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn events_sent_before_the_stop_are_still_delivered() {
+        for _ in 0..50 {
+            let (tx, rx) = broadcast::channel(8);
+            let stop = CancellationToken::new();
+            let feed = EventFeed::new(0, Vec::new(), Some(rx), no_refill(), Some(stop.clone()));
+            tx.send(event(1, "log")).unwrap();
+            tx.send(event(2, "end")).unwrap();
+            stop.cancel();
+            assert_eq!(collect(feed).await, vec![1, 2]);
+        }
     }
 }
