@@ -197,8 +197,9 @@ impl SshPool {
     /// [`Self::exec`] for a command that may safely run more than once: when
     /// the connection fails (cannot be opened, or breaks while the command
     /// runs), it is tried again up to [`PoolConfig::retries`] times, after
-    /// [`PoolConfig::backoff`], doubling. Host key and login failures, and a
-    /// command that timed out, are not retried.
+    /// [`PoolConfig::backoff`], doubling, with jitter ([`backoff_with_jitter`]).
+    /// Host key and login failures, and a command that timed out, are not
+    /// retried.
     pub async fn exec_idempotent(
         &self,
         target: &SshTarget,
