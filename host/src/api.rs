@@ -341,7 +341,8 @@ pub struct ProxyServiceStats {
     pub service: String,
     /// Where its proxies are found, e.g. `static 10.0.0.5:2222`.
     pub discovery: String,
-    /// The proxies last found healthy.
+    /// The proxies discovery holds as healthy now; empty until the next
+    /// lookup once a failing proxy was dropped.
     pub endpoints: Vec<String>,
     /// `closed`, `open` or `half-open`.
     pub breaker: String,

@@ -126,8 +126,6 @@ struct ServiceClient {
     retry: RetryPolicy,
     /// Spreads calls over the healthy proxies.
     next: AtomicUsize,
-    /// The proxies discovery named last, for the statistics.
-    last_endpoints: Mutex<Vec<Endpoint>>,
     counters: Counters,
 }
 
@@ -146,7 +144,6 @@ impl ServiceClient {
             breaker: Mutex::new(Breaker::new(breaker)),
             retry,
             next: AtomicUsize::new(0),
-            last_endpoints: Mutex::new(Vec::new()),
             counters: Counters::default(),
         }
     }
@@ -199,7 +196,6 @@ impl ServiceClient {
                 Err(error) => format!("no proxy found: {error}"),
                 Ok(endpoints) if endpoints.is_empty() => format!("no proxy found by {}", self.discovery.describe()),
                 Ok(endpoints) => {
-                    *self.last_endpoints.lock().unwrap() = endpoints.clone();
                     let endpoint = &endpoints[self.next.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
                     match self.run_on(endpoint, line, deadline, timeout).await {
                         Ok(output) => return Ok(output),
@@ -294,7 +290,7 @@ impl ServiceClient {
         ProxyServiceStats {
             service: self.config.name.clone(),
             discovery: self.discovery.describe(),
-            endpoints: self.last_endpoints.lock().unwrap().iter().map(ToString::to_string).collect(),
+            endpoints: self.discovery.stats().endpoints.iter().map(ToString::to_string).collect(),
             breaker: breaker.state(Instant::now()).as_str().to_string(),
             failures_in_a_row: breaker.failures_in_a_row(),
             calls: counters.calls.load(Ordering::Relaxed),
