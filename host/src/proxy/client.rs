@@ -59,17 +59,6 @@ impl ProxyClient {
             .collect();
         Ok(ProxyClient { services })
     }
-
-    pub fn service_names(&self) -> impl Iterator<Item = &str> {
-        self.services.keys().map(String::as_str)
-    }
-
-    /// Closes every pooled connection.
-    pub async fn close(&self) {
-        for service in self.services.values() {
-            service.pool.close_all().await;
-        }
-    }
 }
 
 #[async_trait]
