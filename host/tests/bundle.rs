@@ -132,7 +132,7 @@ impl RawTar {
         h[263..265].copy_from_slice(b"00");
         h[148..156].copy_from_slice(b"        ");
         let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h[148..156].copy_from_slice(format!("{sum:07o}\0").as_bytes());
         self.0.extend_from_slice(&h);
     }
 

@@ -37,7 +37,7 @@ impl PackedBundle {
 
 /// Packs the recipe in `recipe_dir`, which must be built.
 pub fn pack(recipe_dir: &Path) -> Result<PackedBundle, BundleError> {
-    let recipe = CatalogEntry::load(recipe_dir).map_err(|e| BundleError::InvalidRecipe(format!("{e:#}")))?;
+    let recipe = CatalogEntry::load(recipe_dir).map_err(|e| BundleError::InvalidRecipe(e.to_string()))?;
     let component = recipe.component_path();
     if !component.is_file() {
         return Err(BundleError::NotBuilt { dir: recipe_dir.to_owned(), component });

@@ -55,9 +55,9 @@ pub struct KeygenArgs {
 }
 
 pub fn pack(args: PackArgs) -> Result<()> {
-    if let Some(newer) =
-        super::newer_source(&args.dir, &crate::catalog::CatalogEntry::load(&args.dir)?.component_path())
-    {
+    let packed = bundle::pack(&args.dir)?;
+    let component = proximity_builder::component_path(&args.dir);
+    if let Some(newer) = super::newer_source(&args.dir, &component) {
         eprintln!(
             "warning: {} changed after the component was built; the bundle holds the old build \
              (run `proximity recipe build {}` first)",
@@ -65,7 +65,6 @@ pub fn pack(args: PackArgs) -> Result<()> {
             args.dir.display()
         );
     }
-    let packed = bundle::pack(&args.dir)?;
     let out = args.out.unwrap_or_else(|| PathBuf::from(packed.file_name()));
     write_replacing(&out, &packed.bytes)?;
     println!("{} {} -> {} (unsigned)", packed.index.recipe.id, packed.index.recipe.version, out.display());
@@ -91,7 +90,17 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         let digest = if digest.is_empty() { bundle_digest(&bytes)? } else { digest.clone() };
         trust = trust.allow_digest(&digest);
     }
-    let verified = bundle::verify(&bytes, &trust).with_context(|| format!("{} is refused", args.bundle.display()))?;
+    let verified = bundle::verify(&bytes, &trust).map_err(|err| {
+        let hint = match &err {
+            BundleError::Unsigned { digest } | BundleError::Untrusted { digest, .. } => format!(
+                "\nhint: add the publisher's public key to the trusted-keys directory ({}), or accept this very \
+                 bundle with --allow-untrusted={digest}",
+                trust.trusted_keys_dir.as_deref().map_or("none given".into(), |d| d.display().to_string())
+            ),
+            _ => String::new(),
+        };
+        anyhow::anyhow!("{} is refused: {err}{hint}", args.bundle.display())
+    })?;
     let m = &verified.manifest;
     println!("{} {} — {}", m.recipe.id, m.recipe.version, m.recipe.name);
     println!("  digest: {}", verified.digest);
