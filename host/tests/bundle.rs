@@ -182,6 +182,7 @@ fn packing_twice_gives_the_same_bytes() {
     ok(proximity(dir.path(), &["recipe", "pack", nginx.to_str().unwrap(), "--out", "b.prox"]));
     let (a, b) = (fs::read(dir.path().join("a.prox")).unwrap(), fs::read(dir.path().join("b.prox")).unwrap());
     assert!(a == b, "two packs of the same recipe differ");
+    assert_eq!(fs::metadata(dir.path().join("a.prox")).unwrap().permissions().mode() & 0o777, 0o644);
     let names: Vec<String> = entries(&a).into_iter().map(|(name, ..)| name).collect();
     assert_eq!(names[0], "index.json");
     for expected in ["recipe.toml", "recipe.wasm", "icon.svg", "site.conf", "index.html"] {

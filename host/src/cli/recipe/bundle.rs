@@ -1,5 +1,6 @@
 //! `proximity recipe pack | sign | verify | keygen`: recipe bundles.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
@@ -180,6 +181,8 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut temp =
         tempfile::NamedTempFile::new_in(parent).with_context(|| format!("writing into {}", parent.display()))?;
     std::io::Write::write_all(&mut temp, bytes).with_context(|| format!("writing {}", path.display()))?;
+    // A bundle is public: readable like any file, not 0600 as temporary files are made.
+    temp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     temp.as_file().sync_all()?;
     temp.persist(path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
