@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use proximity::backend::{BackendError, ProxyExecutor};
 use proximity::proxy::config::ServiceSettings;
-use proximity::proxy::discovery::Source;
+use proximity::proxy::discovery::{Endpoint, Source};
 use proximity::proxy::{ProxyClient, ProxySettings};
 use proximity_tests::sshd::{user, Sshd};
 
@@ -103,7 +103,7 @@ fn client(sshd: &Sshd) -> ProxyClient {
         host_fingerprint: Some(sshd.host_fingerprint()),
         known_hosts: None,
         trust_on_first_use: false,
-        discovery: Source::Static(vec![format!("127.0.0.1:{}", sshd.port())]),
+        discovery: Source::Static(vec![Endpoint::new("127.0.0.1", sshd.port())]),
     };
     let settings = ProxySettings { services: [(SERVICE.to_string(), service)].into(), ..ProxySettings::default() };
     ProxyClient::new(&settings).unwrap()

@@ -110,7 +110,7 @@ positional = ".*"
             host_fingerprint: Some(fingerprint(&self.path("host_key.pub"))),
             known_hosts: None,
             trust_on_first_use: false,
-            discovery: Source::Static(vec![self.endpoint()]),
+            discovery: Source::Static(vec![self.endpoint().parse().unwrap()]),
         };
         ProxySettings {
             retries: 2,

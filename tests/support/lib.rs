@@ -15,6 +15,8 @@ use proximity::deploy::{prepare, DeployInput, PreparedDeploy};
 use proximity::events::{Event, EventSink};
 use proximity::runtime::{LoadedRecipe, RunError, RunOutcome, Runtime};
 
+pub mod dns;
+pub mod dockerd;
 pub mod lxc;
 pub mod sshd;
 

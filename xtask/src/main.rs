@@ -71,10 +71,10 @@ fn no_args(task: &str, rest: &[String]) -> Result<()> {
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
-    // The real-container and SSH tests need these; without them they fail
-    // (never skip), saying what is missing.
-    let needed = [packages::LXC, packages::SSH_SERVER].concat();
-    if let Err(why) = packages::ensure(&needed, "the real-container and SSH tests") {
+    // The real-container, SSH and Docker tests need these; without them they
+    // fail (never skip in CI), saying what is missing.
+    let needed = [packages::LXC, packages::SSH_SERVER, packages::DOCKER].concat();
+    if let Err(why) = packages::ensure(&needed, "the real-container, SSH and Docker tests") {
         println!("xtask: {why:#}; those tests will fail and say what is missing");
     }
     let totals = cargo::test(root, &["--workspace", "--no-fail-fast"], extra)?;

@@ -12,8 +12,12 @@ use anyhow::{bail, Context, Result};
 pub const LXC: &[&str] =
     &["lxc", "lxc-templates", "debootstrap", "dnsmasq-base", "bridge-utils", "iptables", "uidmap", "rsync"];
 
-/// The proxmox backend's SSH tests start a private OpenSSH server on loopback.
-pub const SSH_SERVER: &[&str] = &["openssh-server"];
+/// The proxmox backend's SSH tests start a private OpenSSH server on loopback;
+/// the proxy's interop tests use the stock `ssh` client.
+pub const SSH_SERVER: &[&str] = &["openssh-server", "openssh-client"];
+
+/// The proxy discovery tests start a private Docker engine in Swarm mode.
+pub const DOCKER: &[&str] = &["docker.io"];
 
 /// Install those of `packages` that dpkg does not report as installed.
 /// `why` names what they are for in the messages.

@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod client;
 mod deploy;
+mod keys;
 mod output;
 mod proxy;
 mod recipe;
@@ -45,6 +46,9 @@ enum Command {
         #[command(subcommand)]
         command: proxy::ProxyCommand,
     },
+    /// Key pairs for the proxy-exec SSH proxies.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Options shared by commands that read the catalog.
@@ -120,6 +124,7 @@ pub fn main() -> ExitCode {
             Command::Token(args) => token::run(args),
             Command::Apps { command, server } => apps::run(command, &server).await,
             Command::Proxy { .. } => unreachable!("handled before the runtime starts"),
+            Command::Keys(command) => keys::run(command).await,
         }
     });
     match result {

@@ -31,7 +31,8 @@ use crate::ssh::{HostKeyPolicy, PoolConfig, SshAuth};
 pub struct ProxySettings {
     pub max_connections_per_host: usize,
     /// Commands at once on one connection (sessions); keep it at or below
-    /// the proxy's `max_sessions` per key.
+    /// the proxy's `max_sessions` per key, and at most 32 (the channels the
+    /// proxy opens on one connection).
     pub max_sessions_per_connection: usize,
     pub idle_timeout_secs: u64,
     pub connect_timeout_secs: u64,
