@@ -363,3 +363,31 @@ pub struct ProxyServiceStats {
     pub connection_failures: u64,
     pub open_connections: u64,
 }
+
+/// `POST /recipes` with a JSON body: the server fetches the bundle itself.
+/// (The other form of the request is the bundle's bytes as `application/octet-stream`.)
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InstallFromUrl {
+    /// `http://` or `https://`; the download is bounded in size and time.
+    pub url: String,
+}
+
+/// `POST /recipes`: the bundle installed, as the catalog now serves it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstalledRecipe {
+    pub id: String,
+    pub version: String,
+    /// sha256 of the bundle's index: the bundle's identity.
+    pub digest: String,
+    /// Trusted keys that signed it; empty when allowed by digest without one.
+    pub signers: Vec<String>,
+    /// What the recipe may do, in plain words.
+    pub grants: Vec<String>,
+    /// What it may do that the version it replaced could not (confirmed with `accept_grants`).
+    pub added_grants: Vec<String>,
+    /// The version it replaced.
+    pub previous_version: Option<String>,
+    /// This very bundle was already installed; nothing changed.
+    pub unchanged: bool,
+}

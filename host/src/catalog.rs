@@ -1,5 +1,6 @@
 //! Recipes available to deploy: directories holding a `recipe.toml` and the
-//! component built from them.
+//! component built from them, either recipe sources (an author's `recipes/`)
+//! or installed bundles (a server's `DATA_DIR/recipes`, see `bundle::install`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,9 +23,21 @@ impl CatalogEntry {
         Ok(CatalogEntry { dir: dir.to_path_buf(), manifest: Arc::new(manifest) })
     }
 
-    /// The built component (it may not exist yet).
+    /// The component: `recipe.wasm` beside the manifest in an installed
+    /// bundle, else where the builder puts it in a source directory (it may
+    /// not be built yet).
     pub fn component_path(&self) -> PathBuf {
-        proximity_builder::component_path(&self.dir)
+        let installed = self.dir.join(crate::bundle::COMPONENT_NAME);
+        if installed.is_file() {
+            installed
+        } else {
+            proximity_builder::component_path(&self.dir)
+        }
+    }
+
+    /// Whether this entry is an installed bundle rather than a source directory.
+    pub fn is_installed_bundle(&self) -> bool {
+        self.dir.join(crate::bundle::install::PROVENANCE_FILE).is_file()
     }
 }
 

@@ -723,6 +723,41 @@ impl Grants {
         }
     }
 
+    /// What these grants allow that `before` did not, one line each: what an
+    /// operator confirms when an installed recipe's new version asks for more.
+    /// Empty when nothing grew (grants that shrank need no confirmation).
+    pub fn added_since(&self, before: &Grants) -> Vec<String> {
+        let mut added = Vec::new();
+        for cap in &self.capabilities {
+            if !before.allows(*cap) {
+                added.push(format!("capability `{cap}`"));
+            }
+        }
+        if let (Some(now), Some(was)) = (&self.lxc, before.lxc.as_ref().filter(|_| before.allows(Capability::Lxc))) {
+            for (what, now, was) in [
+                ("max-cores", now.max_cores, was.max_cores),
+                ("max-memory-mb", now.max_memory_mb, was.max_memory_mb),
+                ("max-disk-gb", now.max_disk_gb, was.max_disk_gb),
+            ] {
+                if now > was {
+                    added.push(format!("lxc {what} {was} -> {now}"));
+                }
+            }
+            for feature in now.features.difference(&was.features) {
+                added.push(format!("lxc feature `{feature}`"));
+            }
+        }
+        for grant in &self.proxy {
+            let known = before.proxy.iter().find(|g| g.service == grant.service);
+            for command in &grant.commands {
+                if !known.is_some_and(|g| g.commands.contains(command)) {
+                    added.push(format!("proxy service `{}` command `{command}`", grant.service));
+                }
+            }
+        }
+        added
+    }
+
     /// The grants in plain words, one line each, for the operator's review.
     pub fn summary_lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -2565,5 +2600,34 @@ default = 3
         );
         let m = with("[grants]\ncapabilities = [\"lxc\", \"progress\"]").unwrap();
         assert_eq!(m.summary_lines(), vec!["creates containers (up to 1 core, 512 MB memory, 4 GB disk)"]);
+    }
+
+    #[test]
+    fn grant_growth_names_each_new_permission_and_ignores_shrinking() {
+        let grants = |text: &str| -> Grants { toml::from_str(text).unwrap() };
+        let before = grants(
+            "capabilities = [\"lxc\", \"exec\", \"proxy\"]\n\
+             lxc = { max-cores = 2, max-memory-mb = 1024, max-disk-gb = 8, features = [\"nesting\"] }\n\
+             proxy = [{ service = \"db\", commands = [\"dump\"] }]",
+        );
+        assert!(before.added_since(&before).is_empty());
+        let smaller = grants(
+            "capabilities = [\"lxc\"]\nlxc = { max-cores = 1, max-memory-mb = 512, max-disk-gb = 4, features = [] }",
+        );
+        assert!(smaller.added_since(&before).is_empty(), "{:?}", smaller.added_since(&before));
+        let bigger = grants(
+            "capabilities = [\"lxc\", \"exec\", \"files\", \"proxy\"]\n\
+             lxc = { max-cores = 4, max-memory-mb = 1024, max-disk-gb = 8, features = [\"nesting\", \"fuse\"] }\n\
+             proxy = [{ service = \"db\", commands = [\"dump\", \"restore\"] }]",
+        );
+        assert_eq!(
+            bigger.added_since(&before),
+            [
+                "capability `files`",
+                "lxc max-cores 2 -> 4",
+                "lxc feature `fuse`",
+                "proxy service `db` command `restore`",
+            ]
+        );
     }
 }

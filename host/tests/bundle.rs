@@ -1,5 +1,5 @@
 //! Recipe bundles through the `proximity` binary, with the repository's built
-//! nginx recipe: keygen, pack, sign, verify, unpack, and a tampering corpus
+//! nginx recipe: keys generate --signing, pack, sign, verify, unpack, and a tampering corpus
 //! that must each be refused with a clear error and nothing written.
 
 use std::fs;
@@ -50,7 +50,7 @@ impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let cwd = dir.path();
-        ok(proximity(cwd, &["recipe", "keygen", "--name", "publisher", "--dir", "keys"]));
+        ok(proximity(cwd, &["keys", "generate", "--signing", "publisher", "--dir", "keys"]));
         let trusted = cwd.join("trusted");
         fs::create_dir(&trusted).unwrap();
         fs::copy(cwd.join("keys/publisher.pub"), trusted.join("publisher.pub")).unwrap();
@@ -161,14 +161,14 @@ fn rebuild<'a>(list: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
 #[test]
 fn keygen_writes_a_private_key_and_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(proximity(dir.path(), &["recipe", "keygen", "--name", "alice", "--dir", "k"]));
+    let out = ok(proximity(dir.path(), &["keys", "generate", "--signing", "alice", "--dir", "k"]));
     assert!(out.contains("alice.key") && out.contains("alice.pub"), "{out}");
     let mode = fs::metadata(dir.path().join("k/alice.key")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
     let public = fs::read_to_string(dir.path().join("k/alice.pub")).unwrap();
     assert!(public.starts_with("ed25519 ") && public.ends_with(" alice\n"), "{public}");
     let before = fs::read(dir.path().join("k/alice.key")).unwrap();
-    let again = proximity(dir.path(), &["recipe", "keygen", "--name", "alice", "--dir", "k"]);
+    let again = proximity(dir.path(), &["keys", "generate", "--signing", "alice", "--dir", "k"]);
     assert!(!again.status.success());
     assert!(text(&again.stderr).contains("already exists"), "{}", text(&again.stderr));
     assert_eq!(fs::read(dir.path().join("k/alice.key")).unwrap(), before);
@@ -217,7 +217,7 @@ fn unsigned_and_untrusted_bundles_are_refused_unless_allowed() {
     let unsigned = fs::read(s.cwd().join("unsigned.prox")).unwrap();
     s.refused("no signature", &unsigned, "not signed");
 
-    ok(proximity(s.cwd(), &["recipe", "keygen", "--name", "stranger", "--dir", "other"]));
+    ok(proximity(s.cwd(), &["keys", "generate", "--signing", "stranger", "--dir", "other"]));
     ok(proximity(s.cwd(), &["recipe", "sign", "unsigned.prox", "--key", "other/stranger.key", "--out", "x.prox"]));
     let by_stranger = fs::read(s.cwd().join("x.prox")).unwrap();
     s.refused("wrong key", &by_stranger, "not trusted");

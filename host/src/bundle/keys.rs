@@ -132,14 +132,18 @@ impl SigningKeyFile {
         Ok(SigningKeyFile { key: SigningKey::from_bytes(&seed), name: name.to_string() })
     }
 
-    /// Writes `DIR/NAME.key` (0600) and `DIR/NAME.pub`, never replacing either.
-    pub fn write_pair(&self, dir: &Path) -> Result<(PathBuf, PathBuf), BundleError> {
+    /// Writes `DIR/NAME.key` (0600) and `DIR/NAME.pub`, replacing neither
+    /// unless `replace` is set.
+    pub fn write_pair(&self, dir: &Path, replace: bool) -> Result<(PathBuf, PathBuf), BundleError> {
         fs::create_dir_all(dir).map_err(BundleError::io(dir))?;
         let secret_path = dir.join(format!("{}.key", self.name));
         let public_path = dir.join(format!("{}.pub", self.name));
         for path in [&secret_path, &public_path] {
             if path.symlink_metadata().is_ok() {
-                return Err(BundleError::AlreadyExists { path: path.clone() });
+                if !replace {
+                    return Err(BundleError::AlreadyExists { path: path.clone() });
+                }
+                fs::remove_file(path).map_err(BundleError::io(path))?;
             }
         }
         let secret = Zeroizing::new(format!(
@@ -202,7 +206,7 @@ mod tests {
     fn a_generated_pair_loads_back_and_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let key = SigningKeyFile::generate("alice").unwrap();
-        let (secret, public) = key.write_pair(dir.path()).unwrap();
+        let (secret, public) = key.write_pair(dir.path(), false).unwrap();
         assert_eq!(fs::metadata(&secret).unwrap().permissions().mode() & 0o777, 0o600);
         let loaded = SigningKeyFile::load(&secret).unwrap();
         assert_eq!(loaded.public_key(), key.public_key());
@@ -210,7 +214,7 @@ mod tests {
         assert_eq!(key.public_key().id().len(), 16);
 
         let again = SigningKeyFile::generate("alice").unwrap();
-        assert!(matches!(again.write_pair(dir.path()), Err(BundleError::AlreadyExists { .. })));
+        assert!(matches!(again.write_pair(dir.path(), false), Err(BundleError::AlreadyExists { .. })));
         assert_eq!(SigningKeyFile::load(&secret).unwrap().public_key(), key.public_key());
 
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();

@@ -21,10 +21,13 @@
 //! - [`signature`]: adding a signature to a bundle.
 //! - [`trust`]: which signers the host accepts.
 //! - [`verify`]: a bundle's bytes to a [`verify::VerifiedBundle`], and unpacking it.
+//! - [`install`]: a verified bundle into the catalog a server serves; [`fetch`]: one from a URL.
 
 pub mod archive;
 pub mod error;
+pub mod fetch;
 pub mod index;
+pub mod install;
 pub mod keys;
 pub mod open;
 pub mod pack;
@@ -36,6 +39,7 @@ pub mod verify;
 mod tests;
 
 pub use error::BundleError;
+pub use install::{InstallError, InstallOptions, Installed, RecipeInstaller};
 pub use keys::{PublicKey, SigningKeyFile};
 pub use pack::{pack, PackedBundle};
 pub use signature::sign;

@@ -3,8 +3,8 @@
 //! What goes in: `recipe.toml`, the built component as `recipe.wasm`, and
 //! every other regular file of the recipe directory (assets such as compose
 //! files, templates and the icon, and the sources the component was built
-//! from, so a reviewer can read them), except the build directory `target/`
-//! and hidden files. Entries are sorted by name and written with fixed
+//! from, so a reviewer can read them), except build output (`target/`,
+//! `node_modules/`, `__pycache__/`) and hidden files. Entries are sorted by name and written with fixed
 //! metadata, so packing the same directory twice gives the same bytes.
 
 use std::fs;
@@ -16,8 +16,10 @@ use super::open::assemble;
 use super::{BundleError, ReadLimits, COMPONENT_NAME, MANIFEST_NAME};
 use crate::catalog::CatalogEntry;
 
-/// The build directory inside a recipe directory, never packed.
+/// Build output inside a recipe directory, never packed: the build directory
+/// at the top, and the package and bytecode caches of Python and JavaScript.
 const BUILD_DIR: &str = "target";
+const CACHE_DIRS: [&str; 2] = ["node_modules", "__pycache__"];
 
 /// An unsigned bundle, ready to be written or signed.
 #[derive(Debug)]
@@ -92,7 +94,8 @@ fn recipe_files(recipe_dir: &Path) -> Result<Vec<(String, PathBuf)>, BundleError
             let Some(file_name) = item.file_name().to_str().map(str::to_owned) else {
                 return Err(refuse(&path, "the name is not UTF-8"));
             };
-            if file_name.starts_with('.') || (prefix.is_empty() && file_name == BUILD_DIR) {
+            let cache = CACHE_DIRS.contains(&file_name.as_str()) && item.file_type().is_ok_and(|t| t.is_dir());
+            if file_name.starts_with('.') || cache || (prefix.is_empty() && file_name == BUILD_DIR) {
                 continue;
             }
             let name = format!("{prefix}{file_name}");

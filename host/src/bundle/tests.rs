@@ -135,7 +135,7 @@ fn unsigned_and_untrusted_bundles_need_an_explicit_allowance_for_their_digest() 
 fn trusted_keys_come_from_a_directory() {
     let f = fixture();
     let keys = f.dir.parent().unwrap().join("keys");
-    let (_, public) = f.key.write_pair(&keys).unwrap();
+    let (_, public) = f.key.write_pair(&keys, false).unwrap();
     fs::write(keys.join("README"), "not a key").unwrap();
     let trust = TrustPolicy::from_dir(&keys).unwrap();
     assert_eq!(trust.trusted_keys().len(), 1);

@@ -67,6 +67,21 @@ impl AppAction {
     }
 }
 
+/// What `POST /recipes` installs.
+pub enum BundleSource {
+    Bytes(Vec<u8>),
+    Url(String),
+}
+
+/// `POST /recipes`'s query: the operator's confirmations, each naming a bundle digest.
+#[derive(Debug, Default, Serialize)]
+pub struct InstallQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept_grants: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_untrusted: Option<String>,
+}
+
 /// A client of one Proximity server.
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -159,6 +174,22 @@ impl Client {
     /// Start an uninstall job.
     pub async fn remove(&self, id: &str) -> Result<api::JobAccepted> {
         self.call(Method::DELETE, &format!("/apps/{}", segment(id)), None::<&()>).await
+    }
+
+    /// Install a bundle: its bytes, or a URL the server fetches it from.
+    pub async fn install_recipe(&self, bundle: BundleSource, options: &InstallQuery) -> Result<api::InstalledRecipe> {
+        let mut request = self
+            .request(Method::POST, "/recipes")
+            .query(options)
+            .header(ACCEPT, "application/json")
+            .timeout(CALL_TIMEOUT);
+        request = match bundle {
+            BundleSource::Bytes(bytes) => request.header(CONTENT_TYPE, "application/octet-stream").body(bytes),
+            BundleSource::Url(url) => request.json(&api::InstallFromUrl { url }),
+        };
+        let response = send(request, &self.base).await?;
+        let bytes = response.bytes().await.map_err(|err| unreachable(&self.base, &err))?;
+        serde_json::from_slice(&bytes).context("the server's answer to POST /api/v1/recipes is not what this client expects")
     }
 
     /// A job's events, in order, from the one after `after` (all of them when

@@ -1,27 +1,35 @@
-//! `proximity keys`: key pairs for the proxy-exec SSH proxies.
+//! `proximity keys`: key pairs for the proxy-exec SSH proxies, and for signing recipe bundles.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 
+use crate::bundle::SigningKeyFile;
 use crate::proxy::keys::{self, GenerateRequest, SecretOutcome};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
-    /// Make a service's ED25519 key pair (OpenSSH format) and print its public key line.
+    /// Make a service's ED25519 key pair (OpenSSH format) and print its public key line,
+    /// or with --signing a key pair for signing recipe bundles.
     Generate(GenerateArgs),
 }
 
 #[derive(Args)]
+#[group(id = "kind", required = true, multiple = false, args = ["service", "signing"])]
 pub struct GenerateArgs {
     /// The service the proxy serves (e.g. nextcloud): names the files and the secrets.
     #[arg(long)]
-    service: String,
-    /// Where to write NAME (the private key, mode 0600) and NAME.pub.
-    #[arg(long, default_value = "keys")]
-    dir: PathBuf,
+    service: Option<String>,
+    /// A bundle signing key named NAME: NAME.key (secret, 0600) and NAME.pub, the line
+    /// operators put in their trusted-keys directory.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["docker_secret"])]
+    signing: Option<String>,
+    /// Where to write the pair [default: ./keys for a service; for a signing key
+    /// $XDG_CONFIG_HOME/proximity/keys or ~/.config/proximity/keys].
+    #[arg(long)]
+    dir: Option<PathBuf>,
     /// Replace an existing key pair with a new one.
     #[arg(long)]
     force: bool,
@@ -32,7 +40,6 @@ pub struct GenerateArgs {
     /// The Docker engine for --docker-secret: unix:///path/docker.sock or tcp://host:port.
     #[arg(long, env = "DOCKER_HOST", default_value = "unix:///var/run/docker.sock")]
     docker_host: String,
-    // Issue 7 adds `--signing` here (a key for signed recipes), beside these.
 }
 
 pub async fn run(command: KeysCommand) -> Result<ExitCode> {
@@ -42,9 +49,13 @@ pub async fn run(command: KeysCommand) -> Result<ExitCode> {
 }
 
 async fn generate(args: GenerateArgs) -> Result<ExitCode> {
+    let Some(service) = args.service else {
+        let name = args.signing.expect("clap requires --service or --signing");
+        return generate_signing(&name, args.dir, args.force);
+    };
     let request = GenerateRequest {
-        service: args.service,
-        dir: args.dir,
+        service,
+        dir: args.dir.unwrap_or_else(|| PathBuf::from("keys")),
         force: args.force,
         docker_host: args.docker_secret.then_some(args.docker_host),
     };
@@ -78,6 +89,24 @@ async fn generate(args: GenerateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn generate_signing(name: &str, dir: Option<PathBuf>, force: bool) -> Result<ExitCode> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => super::recipe::config_dir()
+            .context("no --dir given and neither XDG_CONFIG_HOME nor HOME is set")?
+            .join("keys"),
+    };
+    let key = SigningKeyFile::generate(name)?;
+    let (secret, public) = key.write_pair(&dir, force)?;
+    println!("signing key: {} (keep it secret)", secret.display());
+    println!(
+        "public key:  {} (key {}; operators put it in their trusted-keys directory)",
+        public.display(),
+        key.public_key().id()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -89,8 +118,15 @@ mod tests {
     fn the_generate_command_parses() {
         let cli = Cli::try_parse_from(["proximity", "keys", "generate", "--service", "nc", "--docker-secret"]).unwrap();
         let Command::Keys(KeysCommand::Generate(args)) = cli.command else { panic!("not keys generate") };
-        assert_eq!((args.service.as_str(), args.dir.as_path()), ("nc", std::path::Path::new("keys")));
+        assert_eq!((args.service.as_deref(), args.dir), (Some("nc"), None));
         assert!(args.docker_secret && !args.force);
-        assert!(Cli::try_parse_from(["proximity", "keys", "generate"]).is_err(), "--service is required");
+        assert!(Cli::try_parse_from(["proximity", "keys", "generate"]).is_err(), "--service or --signing is required");
+        let cli = Cli::try_parse_from(["proximity", "keys", "generate", "--signing", "me", "--dir", "k"]).unwrap();
+        let Command::Keys(KeysCommand::Generate(args)) = cli.command else { panic!("not keys generate") };
+        assert_eq!(args.signing.as_deref(), Some("me"));
+        for both in [&["--service", "nc", "--signing", "me"][..], &["--signing", "me", "--docker-secret"]] {
+            let argv = ["proximity", "keys", "generate"].iter().chain(both);
+            assert!(Cli::try_parse_from(argv).is_err(), "{both:?}");
+        }
     }
 }

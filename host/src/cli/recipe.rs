@@ -1,6 +1,7 @@
-//! `proximity recipe …`: inspect, build, pack, sign and verify recipes.
+//! `proximity recipe …`: inspect, build, pack, sign, verify, install and publish recipes.
 
 mod bundle;
+mod install;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 
+pub(crate) use bundle::config_dir;
 use super::CatalogArgs;
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::manifest::ParameterSpec;
@@ -37,8 +39,10 @@ pub enum RecipeCommand {
     Sign(bundle::SignArgs),
     /// Check a bundle's contents, signatures and trust; print what it holds and the grants it asks for.
     Verify(bundle::VerifyArgs),
-    /// Make a signing key pair for bundles: NAME.key (secret) and NAME.pub (trusted-key format).
-    Keygen(bundle::KeygenArgs),
+    /// Install a bundle (file or URL) into this host's catalog: DATA_DIR/recipes, what `serve` serves.
+    Install(install::InstallArgs),
+    /// Send a bundle (file, or a URL the server fetches) to a running server's catalog.
+    Publish(install::PublishArgs),
 }
 
 pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
@@ -66,7 +70,8 @@ pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
         RecipeCommand::Pack(args) => bundle::pack(args)?,
         RecipeCommand::Sign(args) => bundle::sign(args)?,
         RecipeCommand::Verify(args) => bundle::verify(args)?,
-        RecipeCommand::Keygen(args) => bundle::keygen(args)?,
+        RecipeCommand::Install(args) => install::install(args).await?,
+        RecipeCommand::Publish(args) => install::publish(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

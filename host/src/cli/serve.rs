@@ -20,6 +20,7 @@ use super::recipe::ensure_built;
 use crate::backend::lxc::{LxcBackend, LxcConfig};
 use crate::backend::sim::{SimBackend, SimScript};
 use crate::backend::{Backend, NoProxies, ProxyExecutor};
+use crate::bundle::{RecipeInstaller, TrustPolicy};
 use crate::catalog::Catalog;
 use crate::jobs::{Jobs, JobsConfig, Metered, Metrics, Services};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -35,8 +36,13 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Where the database (`proximity.db`) and the secrets key (`secret.key`) live.
     pub data_dir: PathBuf,
-    /// Directory of recipe directories.
-    pub catalog: PathBuf,
+    /// A directory of recipe sources to serve instead of the installed bundles
+    /// (for recipe authors): built at start, never installed into. Without it
+    /// the catalog is the bundles installed in `DATA_DIR/recipes`.
+    pub catalog: Option<PathBuf>,
+    /// Trusted publisher keys for installing bundles, one `ed25519 BASE64 NAME`
+    /// per `*.pub` file (default: `DATA_DIR/trusted-keys`).
+    pub trusted_keys: Option<PathBuf>,
     /// `lxc` (real containers on this host), `proxmox` (a PVE cluster, see `[proxmox]`) or `sim` (nothing is created).
     pub backend: String,
     /// The lxc backend's container directory.
@@ -70,7 +76,8 @@ impl Default for ServeConfig {
         ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8089)),
             data_dir: PathBuf::from("/var/lib/proximity"),
-            catalog: PathBuf::from("recipes"),
+            catalog: None,
+            trusted_keys: None,
             backend: "lxc".into(),
             lxc_path: PathBuf::from("/var/lib/proximity/lxc"),
             lxc_bridge: "auto".into(),
@@ -101,9 +108,14 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// Serve this directory of recipe sources instead of the installed bundles.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<PathBuf>,
+    /// Directory of trusted publisher keys [default: DATA_DIR/trusted-keys].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_keys: Option<PathBuf>,
     /// lxc or sim.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,6 +158,7 @@ impl ServeConfig {
             "listen",
             "data_dir",
             "catalog",
+            "trusted_keys",
             "backend",
             "lxc_path",
             "lxc_bridge",
@@ -167,6 +180,31 @@ impl ServeConfig {
     pub fn key_path(&self) -> PathBuf {
         self.data_dir.join("secret.key")
     }
+
+    pub fn trusted_keys_dir(&self) -> PathBuf {
+        self.trusted_keys.clone().unwrap_or_else(|| self.data_dir.join("trusted-keys"))
+    }
+
+    /// The catalog's root, and the installer when it is the installed bundles.
+    pub fn catalog(&self) -> Result<(PathBuf, Option<RecipeInstaller>)> {
+        if let Some(sources) = &self.catalog {
+            return Ok((sources.clone(), None));
+        }
+        let keys = self.trusted_keys_dir();
+        let trust = if keys.is_dir() {
+            TrustPolicy::from_dir(&keys)?
+        } else {
+            eprintln!(
+                "proximity: no trusted keys ({} does not exist): bundles install only when allowed by digest",
+                keys.display()
+            );
+            TrustPolicy::trust_nobody()
+        };
+        let installer = RecipeInstaller::new(&self.data_dir, trust);
+        let root = installer.catalog_root().to_path_buf();
+        std::fs::create_dir_all(&root).with_context(|| format!("creating the catalog {}", root.display()))?;
+        Ok((root, Some(installer)))
+    }
 }
 
 pub fn open_store(config: &ServeConfig) -> Result<Arc<Store>> {
@@ -184,11 +222,12 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         _ => bail!("TLS needs both tls_cert and tls_key (--tls-cert, --tls-key)"),
     };
     let store = open_store(&config)?;
-    let catalog = Catalog::new(&config.catalog);
-    let entries = catalog.entries().with_context(|| format!("reading the catalog {}", config.catalog.display()))?;
-    // The catalog is served as built components: build what is missing now,
-    // not on the first request.
-    for entry in &entries {
+    let (catalog_root, installer) = config.catalog()?;
+    let catalog = Catalog::new(&catalog_root);
+    let entries = catalog.entries().with_context(|| format!("reading the catalog {}", catalog_root.display()))?;
+    // Recipe sources are served as built components: build what is missing
+    // now, not on the first request. Installed bundles come built.
+    for entry in entries.iter().filter(|e| !e.is_installed_bundle()) {
         ensure_built(&entry.dir, false)?;
     }
     let metrics = Arc::new(Metrics::new());
@@ -241,7 +280,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         entries.len(),
         config.backend
     );
-    crate::server::serve_with(listener, tls, crate::server::ServerState { jobs }, shutdown_signal()).await?;
+    crate::server::serve_with(listener, tls, crate::server::ServerState { jobs, installer: installer.map(Arc::new) }, shutdown_signal()).await?;
     eprintln!("proximity: stopped");
     Ok(ExitCode::SUCCESS)
 }

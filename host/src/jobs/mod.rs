@@ -222,6 +222,10 @@ impl Jobs {
         &self.inner.services.store
     }
 
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.inner.services.runtime
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.inner.services.catalog
     }

@@ -10,11 +10,13 @@
 
 pub mod auth;
 pub mod error;
+mod publish;
 mod routes;
 mod sse;
 
 use axum_server::tls_rustls::RustlsConfig;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, Extension, Request};
@@ -34,6 +36,9 @@ use crate::jobs::Jobs;
 #[derive(Clone)]
 pub struct ServerState {
     pub jobs: Jobs,
+    /// Installs bundles into the served catalog (`POST /recipes`); `None`
+    /// when the catalog is a directory of recipe sources.
+    pub installer: Option<Arc<crate::bundle::RecipeInstaller>>,
 }
 
 /// Every route, as (method, path below [`api::PREFIX`]). The router is built
@@ -44,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/catalog"),
     ("GET", "/recipes/{id}"),
+    ("POST", "/recipes"),
     ("POST", "/deployments"),
     ("GET", "/deployments/{id}"),
     ("DELETE", "/deployments/{id}"),
@@ -68,6 +74,9 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<ServerState> {
         ("GET", "/openapi.json") => get(routes::openapi),
         ("GET", "/catalog") => get(routes::catalog),
         ("GET", "/recipes/{id}") => get(routes::recipe),
+        // A bundle is far larger than any JSON request.
+        ("POST", "/recipes") => post(publish::install)
+            .layer(DefaultBodyLimit::max(crate::bundle::ReadLimits::default().max_bundle_bytes as usize)),
         ("POST", "/deployments") => post(routes::deploy),
         ("GET", "/deployments/{id}") => get(routes::job),
         ("DELETE", "/deployments/{id}") => delete(routes::cancel),

@@ -1,4 +1,4 @@
-//! `proximity recipe pack | sign | verify | keygen`: recipe bundles.
+//! `proximity recipe pack | sign | verify`: recipe bundles.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ pub struct PackArgs {
 pub struct SignArgs {
     /// The bundle to sign; rewritten in place unless --out is given.
     bundle: PathBuf,
-    /// The signing key file (from `proximity recipe keygen`).
+    /// The signing key file (from `proximity keys generate --signing`).
     #[arg(long)]
     key: PathBuf,
     /// Write the signed bundle here instead.
@@ -43,16 +43,6 @@ pub struct VerifyArgs {
     /// After verifying, write the bundle's files into this directory (which must not exist).
     #[arg(long, value_name = "DIR")]
     unpack: Option<PathBuf>,
-}
-
-#[derive(Args)]
-pub struct KeygenArgs {
-    /// The key's name: the files are NAME.key (secret) and NAME.pub (to share).
-    #[arg(long)]
-    name: String,
-    /// Where to write them [default: $XDG_CONFIG_HOME/proximity/keys or ~/.config/proximity/keys].
-    #[arg(long)]
-    dir: Option<PathBuf>,
 }
 
 pub fn pack(args: PackArgs) -> Result<()> {
@@ -129,22 +119,6 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn keygen(args: KeygenArgs) -> Result<()> {
-    let dir = match args.dir {
-        Some(dir) => dir,
-        None => config_dir().context("no --dir given and neither XDG_CONFIG_HOME nor HOME is set")?.join("keys"),
-    };
-    let key = SigningKeyFile::generate(&args.name)?;
-    let (secret, public) = key.write_pair(&dir)?;
-    println!("signing key: {} (keep it secret)", secret.display());
-    println!(
-        "public key:  {} (key {}; give it to operators for their trusted-keys directory)",
-        public.display(),
-        key.public_key().id()
-    );
-    Ok(())
-}
-
 /// The trusted keys: from the directory given, else from the default one if it exists.
 fn trust_policy(dir: Option<&Path>) -> Result<TrustPolicy> {
     if let Some(dir) = dir {
@@ -157,11 +131,11 @@ fn trust_policy(dir: Option<&Path>) -> Result<TrustPolicy> {
 }
 
 /// The digest of a bundle that is consistent but not yet trusted.
-fn bundle_digest(bytes: &[u8]) -> Result<String, BundleError> {
+pub(super) fn bundle_digest(bytes: &[u8]) -> Result<String, BundleError> {
     Ok(hex::encode(bundle::open::open(bytes, &ReadLimits::default())?.digest))
 }
 
-fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))

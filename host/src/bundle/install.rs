@@ -1,0 +1,334 @@
+//! Installing verified bundles into the catalog a server serves.
+//!
+//! Layout under the server's data directory:
+//!
+//! - `recipes/ID/`: the installed version of each recipe, unpacked (its
+//!   `recipe.toml`, `recipe.wasm` and assets) with `bundle.json` beside them
+//!   saying which bundle it came from. This is the catalog's root.
+//! - `bundles/ID-VERSION.prox`: every bundle installed, as received.
+//! - `bundles/.staging/`: where a bundle is unpacked before it replaces the
+//!   installed version, so that the catalog never shows half a recipe.
+//!
+//! Nothing is written before the bundle is verified against the trust policy
+//! and its grants are accepted: a version whose grants grew over the installed
+//! one's needs the operator's confirmation for that very bundle (its digest).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use super::verify::{unpack, verify_with_limits, VerifiedBundle};
+use super::{BundleError, ReadLimits, TrustPolicy};
+use crate::manifest::Manifest;
+
+/// Which bundle an installed recipe came from (`recipes/ID/bundle.json`).
+pub const PROVENANCE_FILE: &str = "bundle.json";
+const CATALOG_DIR: &str = "recipes";
+const BUNDLES_DIR: &str = "bundles";
+const STAGING_DIR: &str = ".staging";
+
+/// Why an install was refused. Nothing was written for any of them.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{0}")]
+    Bundle(#[from] BundleError),
+    #[error(
+        "{id} {version} asks for more than the installed {installed} was granted: {}. \
+         Confirm with accept_grants={digest}",
+        added.join("; ")
+    )]
+    GrantsGrew { id: String, version: String, installed: String, digest: String, added: Vec<String> },
+    #[error("{id} {installed} is installed; {version} is older (uninstall the recipe's bundle first to go back)")]
+    Downgrade { id: String, version: String, installed: String },
+    #[error(
+        "{id} {version} is already installed from a different bundle ({installed_digest}); \
+         a changed recipe needs a new version"
+    )]
+    VersionConflict { id: String, version: String, installed_digest: String },
+    #[error("installing into {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// What an install did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Installed {
+    pub id: String,
+    pub version: String,
+    pub digest: String,
+    /// Names of the trusted keys that signed it; empty when the operator allowed it unsigned or untrusted.
+    pub signers: Vec<String>,
+    /// The grants in plain words.
+    pub grants: Vec<String>,
+    /// What this version may do that the one it replaced could not (confirmed).
+    pub added_grants: Vec<String>,
+    /// The version it replaced, if any.
+    pub previous_version: Option<String>,
+    /// The same bundle was already installed: nothing changed.
+    pub unchanged: bool,
+}
+
+/// `recipes/ID/bundle.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Provenance {
+    pub digest: String,
+    pub version: String,
+    pub signers: Vec<String>,
+}
+
+/// A verified bundle that may be installed (see [`RecipeInstaller::prepare`]).
+pub struct Prepared {
+    verified: VerifiedBundle,
+    /// The bundle as received, kept under `bundles/`.
+    bytes: Vec<u8>,
+}
+
+impl Prepared {
+    pub fn verified(&self) -> &VerifiedBundle {
+        &self.verified
+    }
+
+    /// The component's bytes.
+    pub fn component(&self) -> &[u8] {
+        self.verified.entry(super::COMPONENT_NAME).map_or(&[], |e| e.data.as_slice())
+    }
+}
+
+#[derive(Default)]
+struct Decision {
+    added_grants: Vec<String>,
+    previous_version: Option<String>,
+    unchanged: bool,
+}
+
+/// An install's inputs besides the bundle.
+#[derive(Default)]
+pub struct InstallOptions<'a> {
+    /// The digest the operator confirmed new grants for, if any.
+    pub accept_grants: Option<&'a str>,
+}
+
+/// The installed recipes of one data directory.
+pub struct RecipeInstaller {
+    catalog: PathBuf,
+    bundles: PathBuf,
+    trust: TrustPolicy,
+    limits: ReadLimits,
+    /// One install at a time: each compares with, then replaces, what is installed.
+    lock: Mutex<()>,
+}
+
+impl RecipeInstaller {
+    pub fn new(data_dir: &Path, trust: TrustPolicy) -> Self {
+        RecipeInstaller {
+            catalog: catalog_root(data_dir),
+            bundles: data_dir.join(BUNDLES_DIR),
+            trust,
+            limits: ReadLimits::default(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// The directory of installed recipes: a catalog root.
+    pub fn catalog_root(&self) -> &Path {
+        &self.catalog
+    }
+
+    pub fn trust(&self) -> &TrustPolicy {
+        &self.trust
+    }
+
+    pub fn limits(&self) -> ReadLimits {
+        self.limits
+    }
+
+    /// Verifies `bytes` and, when every check passes, makes it the installed
+    /// version of its recipe: [`RecipeInstaller::prepare`], then [`RecipeInstaller::commit`].
+    pub fn install(
+        &self,
+        bytes: &[u8],
+        trust: Option<&TrustPolicy>,
+        options: &InstallOptions<'_>,
+    ) -> Result<Installed, InstallError> {
+        let prepared = self.prepare(bytes.to_vec(), trust, options)?;
+        self.commit(prepared, options)
+    }
+
+    /// Every check that needs no writing: the bundle verified against the
+    /// trust policy (`trust` may be wider than the installer's own: an
+    /// operator allowing one unsigned bundle by its digest), then compared
+    /// with the installed version. The caller may check more (load the
+    /// component) before [`RecipeInstaller::commit`].
+    pub fn prepare(
+        &self,
+        bytes: Vec<u8>,
+        trust: Option<&TrustPolicy>,
+        options: &InstallOptions<'_>,
+    ) -> Result<Prepared, InstallError> {
+        let verified = verify_with_limits(&bytes, trust.unwrap_or(&self.trust), &self.limits)?;
+        self.decide(&verified, options)?;
+        Ok(Prepared { verified, bytes })
+    }
+
+    /// Stores a prepared bundle, deciding again against what is installed
+    /// now (another install may have come first).
+    pub fn commit(&self, prepared: Prepared, options: &InstallOptions<'_>) -> Result<Installed, InstallError> {
+        let _one_at_a_time = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Prepared { verified, bytes } = prepared;
+        let decision = self.decide(&verified, options)?;
+        if decision.unchanged {
+            return Ok(describe(&verified, decision));
+        }
+        self.store(&verified, &bytes, &self.catalog.join(&verified.manifest.recipe.id))?;
+        Ok(describe(&verified, decision))
+    }
+
+    /// How `verified` relates to the installed version of its recipe.
+    fn decide(&self, verified: &VerifiedBundle, options: &InstallOptions<'_>) -> Result<Decision, InstallError> {
+        let id = verified.manifest.recipe.id.clone();
+        let version = verified.manifest.recipe.version.clone();
+        let Some((manifest, provenance)) = installed_manifest(&self.catalog.join(&id))? else {
+            return Ok(Decision::default());
+        };
+        let installed = &manifest.recipe.version;
+        if version < *installed {
+            return Err(InstallError::Downgrade { id, version: version.to_string(), installed: installed.to_string() });
+        }
+        if version == *installed {
+            if provenance.as_ref().is_some_and(|p| p.digest == verified.digest) {
+                return Ok(Decision { previous_version: Some(version.to_string()), unchanged: true, ..Decision::default() });
+            }
+            return Err(InstallError::VersionConflict {
+                id,
+                version: version.to_string(),
+                installed_digest: provenance.map_or("unknown".into(), |p| p.digest),
+            });
+        }
+        let added = verified.manifest.grants.added_since(&manifest.grants);
+        if !added.is_empty() && options.accept_grants != Some(verified.digest.as_str()) {
+            return Err(InstallError::GrantsGrew {
+                id,
+                version: version.to_string(),
+                installed: installed.to_string(),
+                digest: verified.digest.clone(),
+                added,
+            });
+        }
+        Ok(Decision { added_grants: added, previous_version: Some(installed.to_string()), unchanged: false })
+    }
+
+    /// Unpacks into staging, keeps the bundle file, then swaps the recipe's
+    /// directory: the old version is renamed away before the new one is
+    /// renamed in, so a reader sees one or the other.
+    fn store(&self, verified: &VerifiedBundle, bytes: &[u8], target: &Path) -> Result<(), InstallError> {
+        let staging_root = self.bundles.join(STAGING_DIR);
+        for dir in [&self.catalog, &staging_root] {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let staged = staging_root.join(format!("{}-{}", verified.digest, std::process::id()));
+        remove_dir_if_present(&staged)?;
+        unpack(verified, &staged)?;
+        let provenance = Provenance {
+            digest: verified.digest.clone(),
+            version: verified.manifest.recipe.version.to_string(),
+            signers: signer_names(verified),
+        };
+        let provenance_path = staged.join(PROVENANCE_FILE);
+        let json = serde_json::to_vec_pretty(&provenance).expect("provenance serializes");
+        fs::write(&provenance_path, json).map_err(io(&provenance_path))?;
+
+        let kept = self.bundles.join(verified.index.file_name());
+        write_atomically(&kept, bytes)?;
+
+        let retired = staging_root.join(format!("retired-{}-{}", verified.manifest.recipe.id, std::process::id()));
+        remove_dir_if_present(&retired)?;
+        let had_one = target.exists();
+        if had_one {
+            fs::rename(target, &retired).map_err(io(target))?;
+        }
+        if let Err(err) = fs::rename(&staged, target) {
+            if had_one {
+                // Put the old version back: a failed install changes nothing.
+                let _ = fs::rename(&retired, target);
+            }
+            return Err(io(target)(err));
+        }
+        if had_one {
+            remove_dir_if_present(&retired)?;
+        }
+        Ok(())
+    }
+}
+
+/// The catalog root of the installed recipes under `data_dir`.
+pub fn catalog_root(data_dir: &Path) -> PathBuf {
+    data_dir.join(CATALOG_DIR)
+}
+
+/// The installed version's manifest and provenance, if the recipe is installed.
+fn installed_manifest(dir: &Path) -> Result<Option<(Manifest, Option<Provenance>)>, InstallError> {
+    if !dir.join(crate::manifest::MANIFEST_FILE).is_file() {
+        return Ok(None);
+    }
+    let manifest = Manifest::load(dir).map_err(|err| InstallError::Io {
+        path: dir.to_owned(),
+        source: std::io::Error::other(format!("the installed recipe's manifest is unreadable: {err:#}")),
+    })?;
+    let provenance = fs::read(dir.join(PROVENANCE_FILE)).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    Ok(Some((manifest, provenance)))
+}
+
+fn describe(verified: &VerifiedBundle, decision: Decision) -> Installed {
+    Installed {
+        id: verified.manifest.recipe.id.clone(),
+        version: verified.manifest.recipe.version.to_string(),
+        digest: verified.digest.clone(),
+        signers: signer_names(verified),
+        grants: verified.manifest.summary_lines(),
+        added_grants: decision.added_grants,
+        previous_version: decision.previous_version,
+        unchanged: decision.unchanged,
+    }
+}
+
+fn signer_names(verified: &VerifiedBundle) -> Vec<String> {
+    verified.signers.iter().filter_map(|s| s.trusted_name.clone()).collect()
+}
+
+fn remove_dir_if_present(dir: &Path) -> Result<(), InstallError> {
+    match fs::remove_dir_all(dir) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(io(dir)(err)),
+        _ => Ok(()),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    let parent = path.parent().expect("a kept bundle has a directory");
+    let mut temp = tempfile::NamedTempFile::new_in(parent).map_err(io(parent))?;
+    std::io::Write::write_all(&mut temp, bytes).map_err(io(path))?;
+    temp.persist(path).map_err(|err| io(path)(err.error))?;
+    Ok(())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.to_owned();
+    move |source| InstallError::Io { path, source }
+}
+
+/// Loads and instantiates a prepared bundle's component with its own grants
+/// and limits: a signed bundle can still hold a broken component, and it must
+/// not replace a working version.
+pub async fn check_component(runtime: &crate::runtime::Runtime, prepared: &Prepared) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let manifest = &prepared.verified.manifest;
+    let id = &manifest.recipe.id;
+    let loaded = runtime
+        .load_bytes(prepared.component().to_vec())
+        .await
+        .with_context(|| format!("the bundle's component for `{id}` does not load"))?;
+    runtime
+        .instantiate_only(&loaded, manifest)
+        .await
+        .with_context(|| format!("the bundle's component for `{id}` does not start within its limits"))
+}
