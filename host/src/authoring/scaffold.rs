@@ -205,7 +205,9 @@ mod tests {
         let sdk = Path::new("/src/proximity/sdk/rust");
         assert_eq!(sdk_path_from(Path::new("/src/proximity/recipes/ghost"), sdk), Path::new("../../sdk/rust"));
         assert_eq!(sdk_path_from(Path::new("/home/me/ghost"), sdk), sdk);
-        assert_eq!(sdk_dependency(Lang::Rust, Path::new("C:\\sdk")), r#"proximity-sdk = { path = "C:\\sdk" }"#);
+        let line = sdk_dependency(Lang::Rust, Path::new(r#"C:\my "sdk""#));
+        let parsed: toml::Table = toml::from_str(&line).unwrap();
+        assert_eq!(parsed["proximity-sdk"]["path"].as_str(), Some(r#"C:\my "sdk""#), "{line}");
     }
 
     #[test]

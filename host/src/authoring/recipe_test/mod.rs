@@ -58,6 +58,11 @@
 //! `{{…}}` is compared as it is. In diffs, secret values show as their
 //! `{{param.NAME}}` placeholder.
 //!
+//! An uninstall, upgrade or health case first installs the app on the base
+//! script (`sim.toml` and the case's `files`); the case's `exec`,
+//! `http-status`, `closed-ports` and `fail-create` apply to its action only,
+//! and the expectations look at that action alone.
+//!
 //! [`run_tests`] returns a [`SuiteReport`]; [`render`] turns it into text.
 
 mod format;
