@@ -66,9 +66,11 @@ async fn the_report_names_each_difference() {
     assert_eq!((report.passed(), report.failed()), (1, 1));
     let case = report.case("installs and configures memcached").unwrap();
     let line = |argv: &[&str]| recipe_test::argv_line(&argv.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    assert!(case.failures.iter().any(|f| matches!(f, Failure::Commands { mode: CommandsMatch::Exact, expected, actual }
+    assert!(case.failures.iter().any(
+        |f| matches!(f, Failure::Commands { mode: CommandsMatch::Exact, expected, actual }
         if expected.last() == Some(&line(&["systemctl", "restart", "memcached"]))
-            && actual.last() == Some(&line(&["systemctl", "restart", "memcache"])))));
+            && actual.last() == Some(&line(&["systemctl", "restart", "memcache"])))
+    ));
     assert!(
         case.failures.contains(&Failure::FileMissing {
             path: "/etc/memcached.conf".into(),
