@@ -164,10 +164,22 @@ fn a_new_rust_recipe_builds_and_passes_its_tests() {
     let dir_arg = dir.to_str().unwrap();
     let out = proximity(&["recipe", "build", dir_arg, "--cargo-target-dir", target.to_str().unwrap()]);
     assert!(out.status.success(), "the new recipe builds:\n{}", text(&out.stderr));
-    let out = proximity(&["recipe", "test", dir_arg, "--no-build"]);
+    let test = || proximity(&["recipe", "test", dir_arg, "--cargo-target-dir", target.to_str().unwrap()]);
+    let out = test();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
     assert!(stdout.contains("3 passed, 0 failed"), "{stdout}");
+    assert!(!text(&out.stderr).contains("building"), "just built: {}", text(&out.stderr));
+
+    // An edited source is built again before the test (cargo finds nothing new here).
+    let lib = dir.join("src/lib.rs");
+    std::fs::File::options().write(true).open(&lib).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+    let out = test();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("building the recipe in"), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("checked the build, unchanged"), "{}", text(&out.stdout));
+    let out = test();
+    assert!(!text(&out.stderr).contains("building"), "checked once is enough: {}", text(&out.stderr));
 
     let out = proximity(&["recipe", "new", "hello-web", "--dir", parent_arg]);
     assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));

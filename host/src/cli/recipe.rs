@@ -33,6 +33,7 @@ pub enum RecipeCommand {
     /// Run the recipe's test cases (DIR/recipe.test.toml) on the simulator, building it first when
     /// its sources changed. Exits non-zero when a case fails.
     Test {
+        /// The recipe directory.
         dir: PathBuf,
         /// Run only the cases whose name contains this.
         #[arg(long)]
@@ -98,6 +99,11 @@ pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
                 (_, true) => recipe_test::BuildPolicy::Never,
                 _ => recipe_test::BuildPolicy::IfStale,
             };
+            if build == recipe_test::BuildPolicy::Always
+                || (build == recipe_test::BuildPolicy::IfStale && recipe_test::is_stale(&dir))
+            {
+                eprintln!("proximity: building the recipe in {}", dir.display());
+            }
             let options = recipe_test::TestOptions { build, cargo_target_dir, filter, test_file: file };
             let runtime = crate::runtime::Runtime::new(runtime.config())?;
             let report = recipe_test::run_tests(&runtime, &dir, &options).await?;

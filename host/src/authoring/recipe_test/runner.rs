@@ -77,7 +77,6 @@ pub async fn run_tests(runtime: &Runtime, dir: &Path, options: &TestOptions) -> 
 /// The recipe's component, built first as `options.build` says.
 async fn ensure_component(dir: &Path, options: &TestOptions) -> Result<(PathBuf, BuildNote)> {
     let component = proximity_builder::component_path(dir);
-    let marker = dir.join("target").join(".recipe-test-checked");
     let build = match options.build {
         BuildPolicy::Always => true,
         BuildPolicy::Never => {
@@ -86,13 +85,7 @@ async fn ensure_component(dir: &Path, options: &TestOptions) -> Result<(PathBuf,
             }
             false
         }
-        BuildPolicy::IfStale => {
-            let built = [&component, &marker].iter().filter_map(|p| mtime(p)).max();
-            match built {
-                None => true,
-                Some(built) => !component.is_file() || newest_source(dir).is_some_and(|newest| newest > built),
-            }
-        }
+        BuildPolicy::IfStale => is_stale(dir),
     };
     if !build {
         return Ok((component, BuildNote::UpToDate));
@@ -114,8 +107,24 @@ async fn ensure_component(dir: &Path, options: &TestOptions) -> Result<(PathBuf,
     .with_context(|| format!("building the recipe in {}", dir.display()))?;
     // The builder leaves an unchanged component untouched; the marker records
     // that the sources were checked, so the next run does not build again.
-    let _ = std::fs::write(&marker, b"");
+    let _ = std::fs::write(checked_marker(dir), b"");
     Ok((built.component, BuildNote::Built { rebuilt: built.rebuilt, duration: started.elapsed() }))
+}
+
+/// Whether the recipe in `dir` has no component, or a source file changed
+/// since it was built (or since `run_tests` last found it up to date).
+pub fn is_stale(dir: &Path) -> bool {
+    let component = proximity_builder::component_path(dir);
+    let built = [component.clone(), checked_marker(dir)].iter().filter_map(|p| mtime(p)).max();
+    match built {
+        Some(built) if component.is_file() => newest_source(dir).is_some_and(|newest| newest > built),
+        _ => true,
+    }
+}
+
+/// Touched after each build: the builder leaves an unchanged component as it was.
+fn checked_marker(dir: &Path) -> PathBuf {
+    dir.join("target").join(".recipe-test-checked")
 }
 
 fn mtime(path: &Path) -> Option<SystemTime> {
