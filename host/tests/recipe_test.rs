@@ -188,3 +188,34 @@ fn a_new_rust_recipe_builds_and_passes_its_tests() {
     assert!(text(&out.stderr).contains("--lang python: not available in this build"), "{}", text(&out.stderr));
     assert!(!parent.path().join("py-app").exists(), "nothing is written for a language without a template");
 }
+
+/// `[[case.files]]` are in every new container: here an `/etc/os-release`
+/// the SDK does not know, so installing packages fails.
+#[tokio::test]
+async fn seeded_files_are_what_the_recipe_reads() {
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fedora.test.toml");
+    std::fs::write(
+        &file,
+        r#"
+        [[case]]
+        name = "refuses an unknown distribution"
+
+        [[case.files]]
+        path = "/etc/os-release"
+        contents = "ID=fedora\n"
+
+        [case.expect]
+        commands = []
+
+        [case.expect.error]
+        kind = "backend"
+        message = "unsupported distribution (ID=\"fedora\""
+        "#,
+    )
+    .unwrap();
+    let options = TestOptions { test_file: Some(file), ..no_build() };
+    let report = recipe_test::run_tests(&runtime, built(&repo().join("recipes/nginx")), &options).await.unwrap();
+    assert!(report.ok(), "{}", recipe_test::render(&report, Default::default()));
+}
