@@ -10,6 +10,7 @@
 //! - [`cli`]: the `proximity` command.
 
 pub mod api;
+pub mod authoring;
 pub mod backend;
 pub mod bindings;
 pub mod bundle;

@@ -32,10 +32,15 @@ pub struct SimScript {
     pub http_status: Option<u16>,
     /// Make `create` fail with this message (fault injection).
     pub fail_create: Option<String>,
+    /// Files every new container starts with, by absolute path (besides
+    /// `/etc/os-release`): what a recipe reads without having written it.
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
-/// A scripted answer for the commands a [`ArgvMatch`] selects.
-#[derive(Clone, Debug, Default)]
+/// A scripted answer for the commands a [`ArgvMatch`] selects. Deserializes
+/// from one `[[exec]]` table of `sim.toml` (see [`SimScript::from_toml`]).
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(try_from = "RuleFile")]
 pub struct ExecRule {
     pub select: ArgvMatch,
     pub status: i32,
@@ -130,7 +135,7 @@ pub const SIM_SCRIPT_FILE: &str = "sim.toml";
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct ScriptFile {
     #[serde(default)]
-    exec: Vec<RuleFile>,
+    exec: Vec<ExecRule>,
     #[serde(default)]
     closed_ports: Vec<u16>,
     http_status: Option<u16>,
@@ -151,25 +156,34 @@ struct RuleFile {
     delay_ms: u64,
 }
 
+impl TryFrom<RuleFile> for ExecRule {
+    type Error = String;
+
+    fn try_from(rule: RuleFile) -> Result<Self, String> {
+        let select = match (rule.prefix, rule.words) {
+            (Some(prefix), None) => ArgvMatch::Prefix(prefix),
+            (None, Some(words)) => ArgvMatch::Words(words),
+            _ => return Err("an exec rule needs exactly one of `prefix` and `words`".into()),
+        };
+        Ok(ExecRule {
+            select,
+            status: rule.status,
+            stdout: rule.stdout,
+            stderr: rule.stderr,
+            delay: Duration::from_millis(rule.delay_ms),
+        })
+    }
+}
+
 impl SimScript {
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let file: ScriptFile = toml::from_str(text).map_err(|err| err.to_string())?;
-        let mut exec_rules = Vec::with_capacity(file.exec.len());
-        for (n, rule) in file.exec.into_iter().enumerate() {
-            let select = match (rule.prefix, rule.words) {
-                (Some(prefix), None) => ArgvMatch::Prefix(prefix),
-                (None, Some(words)) => ArgvMatch::Words(words),
-                _ => return Err(format!("exec[{n}] needs exactly one of `prefix` and `words`")),
-            };
-            exec_rules.push(ExecRule {
-                select,
-                status: rule.status,
-                stdout: rule.stdout,
-                stderr: rule.stderr,
-                delay: Duration::from_millis(rule.delay_ms),
-            });
-        }
-        Ok(SimScript { exec_rules, closed_ports: file.closed_ports, http_status: file.http_status, fail_create: None })
+        Ok(SimScript {
+            exec_rules: file.exec,
+            closed_ports: file.closed_ports,
+            http_status: file.http_status,
+            ..Default::default()
+        })
     }
 
     /// The recipe's `sim.toml`, or the default world when it has none.
@@ -254,6 +268,16 @@ impl SimBackend {
     pub fn with_recipe_scripts(mut self, scripts: impl IntoIterator<Item = (String, SimScript)>) -> Self {
         self.recipe_scripts = Arc::new(scripts.into_iter().map(|(id, script)| (id, Arc::new(script))).collect());
         self
+    }
+
+    /// The same cluster, answered by `script` from now on: a test installs
+    /// with one script and runs the next action with another.
+    pub fn with_script(&self, script: SimScript) -> Self {
+        SimBackend {
+            cluster: self.cluster.clone(),
+            script: Arc::new(script),
+            recipe_scripts: self.recipe_scripts.clone(),
+        }
     }
 
     fn script_for(&self, container: &ContainerRef) -> Arc<SimScript> {
@@ -347,6 +371,10 @@ impl Backend for SimBackend {
             "/etc/os-release".to_string(),
             SimFile { contents: os_release(&spec.os_template).into_bytes(), mode: 0o644, owner: None, group: None },
         );
+        let script = self.recipe_scripts.get(&owner.recipe_id).unwrap_or(&self.script);
+        for (path, contents) in &script.files {
+            files.insert(path.clone(), SimFile { contents: contents.clone(), mode: 0o644, owner: None, group: None });
+        }
         cluster.containers.insert(
             container.id.clone(),
             SimContainer {

@@ -1,4 +1,4 @@
-//! `proximity recipe …`: inspect, build, pack, sign, verify, install and publish recipes.
+//! `proximity recipe …`: inspect, build, test, scaffold, pack, sign, verify, install and publish recipes.
 
 mod bundle;
 mod install;
@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result};
 use clap::Subcommand;
 
 pub(crate) use bundle::config_dir;
-use super::CatalogArgs;
+use super::{CatalogArgs, RuntimeArgs};
+use crate::authoring::{recipe_test, scaffold};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::manifest::ParameterSpec;
 
@@ -43,6 +44,45 @@ pub enum RecipeCommand {
     Install(install::InstallArgs),
     /// Send a bundle (file, or a URL the server fetches) to a running server's catalog.
     Publish(install::PublishArgs),
+    /// Run the recipe's test cases (DIR/recipe.test.toml) on the simulator, building it first when
+    /// its sources changed. Exits non-zero when a case fails.
+    Test {
+        /// The recipe directory.
+        dir: PathBuf,
+        /// Run only the cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// The test file [default: DIR/recipe.test.toml].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Build the recipe even when it looks up to date.
+        #[arg(long)]
+        build: bool,
+        /// Test the component as it is, never building it.
+        #[arg(long, conflicts_with = "build")]
+        no_build: bool,
+        /// Print every case's plan: each operation the recipe made.
+        #[arg(long)]
+        show_plan: bool,
+        /// Cargo target directory to share between recipes (default: DIR/target, or $CARGO_TARGET_DIR).
+        #[arg(long)]
+        cargo_target_dir: Option<PathBuf>,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Start a new recipe from a template: sources, recipe.toml, sim.toml and a passing recipe.test.toml.
+    New {
+        /// The recipe id, and the name of its directory.
+        name: String,
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Where to make the recipe directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK to depend on [default: the one in the source tree this binary was built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
 }
 
 pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
@@ -72,6 +112,31 @@ pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
         RecipeCommand::Verify(args) => bundle::verify(args)?,
         RecipeCommand::Install(args) => install::install(args).await?,
         RecipeCommand::Publish(args) => install::publish(args).await?,
+        RecipeCommand::Test { dir, filter, file, build, no_build, show_plan, cargo_target_dir, runtime } => {
+            let build = match (build, no_build) {
+                (true, _) => recipe_test::BuildPolicy::Always,
+                (_, true) => recipe_test::BuildPolicy::Never,
+                _ => recipe_test::BuildPolicy::IfStale,
+            };
+            if build == recipe_test::BuildPolicy::Always
+                || (build == recipe_test::BuildPolicy::IfStale && recipe_test::is_stale(&dir))
+            {
+                eprintln!("proximity: building the recipe in {}", dir.display());
+            }
+            let options = recipe_test::TestOptions { build, cargo_target_dir, filter, test_file: file };
+            let runtime = crate::runtime::Runtime::new(runtime.config())?;
+            let report = recipe_test::run_tests(&runtime, &dir, &options).await?;
+            print!("{}", recipe_test::render(&report, recipe_test::RenderOptions { show_plan }));
+            return Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        RecipeCommand::New { name, lang, dir, sdk } => {
+            let made = scaffold::scaffold(&scaffold::NewRecipe { id: name, lang, parent: dir, sdk_dir: sdk })?;
+            println!("created {} ({} recipe): {}", made.dir.display(), lang.name(), made.files.join(", "));
+            for note in &made.notes {
+                eprintln!("note: {note}");
+            }
+            println!("next: proximity recipe test {}", made.dir.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
