@@ -387,6 +387,7 @@ pub struct InstalledRecipe {
     /// What it may do that the version it replaced could not (confirmed with `accept_grants`).
     pub added_grants: Vec<String>,
     /// The version it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_version: Option<String>,
     /// This very bundle was already installed; nothing changed.
     pub unchanged: bool,

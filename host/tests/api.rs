@@ -2,113 +2,15 @@
 //! each test starts the server binary as a child process with its own data
 //! directory and talks to it as any client would.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::Duration;
 
 use proximity::api;
 use serde_json::{json, Value};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn proximity() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_proximity"));
-    command.current_dir(repo());
-    for var in ["PROXIMITY_CATALOG", "PROXIMITY_BACKEND", "PROXIMITY_CONFIG", "PROXIMITY_TOKEN", "PROXIMITY_DATA_DIR"] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// A running `proximity serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    data: PathBuf,
-    args: Vec<String>,
-}
-
-impl Server {
-    fn start(data: &Path, args: &[&str]) -> Server {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(data, &args);
-        Server { child, url, data: data.to_path_buf(), args }
-    }
-
-    fn api(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.url)
-    }
-
-    /// SIGKILL: no shutdown code runs, as in a crash.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait for the exit (bounded, so a hang fails the test instead of stalling it).
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid; no memory is touched.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        for _ in 0..1200 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the server did not stop within two minutes of SIGTERM");
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        let (child, url) = spawn(&self.data, &self.args);
-        self.child = child;
-        self.url = url;
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn(data: &Path, args: &[String]) -> (Child, String) {
-    for recipe in ["nginx", "wordpress", "redis"] {
-        let component = repo().join("recipes").join(recipe).join("target/recipe.wasm");
-        assert!(component.is_file(), "{} is not built: run `cargo xtask build-recipes`", component.display());
-    }
-    let mut child = proximity()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("proximity serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("the server prints its address before anything else").unwrap();
-        if let Some((scheme, rest)) = line.split_once(" on ").and_then(|(_, r)| r.split_once("://")) {
-            let addr = rest.split('/').next().unwrap();
-            break format!("{scheme}://{addr}");
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
-}
-
-fn create_token(data: &Path, name: &str) -> String {
-    let out = proximity().args(["token", "create", "--name", name, "--data-dir"]).arg(data).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(token.starts_with("prx_"), "{token}");
-    token
-}
+use common::{create_token, proximity, repo, Server};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(300)).build().unwrap()
@@ -182,7 +84,7 @@ fn final_job(events: &[api::JobEvent]) -> api::Job {
 async fn a_deploy_streams_its_events_in_order_replays_them_late_and_keeps_secrets_out() {
     let data = tempfile::tempdir().unwrap();
     let token = create_token(data.path(), "ops");
-    let server = Server::start(data.path(), &["--backend", "sim"]);
+    let server = Server::start(data.path(), &["--catalog", "recipes", "--backend", "sim"]);
     let http = client();
 
     let health: api::Health = http.get(server.api("/healthz")).send().await.unwrap().json().await.unwrap();
@@ -267,7 +169,7 @@ async fn every_bad_input_gets_its_status_and_the_one_error_shape() {
     let data = tempfile::tempdir().unwrap();
     let token = create_token(data.path(), "ops");
     let doomed = create_token(data.path(), "doomed");
-    let server = Server::start(data.path(), &["--backend", "sim"]);
+    let server = Server::start(data.path(), &["--catalog", "recipes", "--backend", "sim"]);
     let http = client();
     let post = |body: String| {
         http.post(server.api("/deployments"))
@@ -361,7 +263,10 @@ async fn cancelling_a_running_job_stops_the_recipe_and_destroys_what_it_made() {
 async fn a_hundred_simultaneous_deploys_each_finish_exactly_once() {
     let data = tempfile::tempdir().unwrap();
     let token = create_token(data.path(), "ops");
-    let server = Server::start(data.path(), &["--backend", "sim", "--concurrency", "16", "--per-node", "16"]);
+    let server = Server::start(
+        data.path(),
+        &["--catalog", "recipes", "--backend", "sim", "--concurrency", "16", "--per-node", "16"],
+    );
     let http = client();
     let submits = (0..100).map(|i| {
         let (http, server, token) = (&http, &server, &token);
@@ -410,7 +315,10 @@ async fn after_a_crash_mid_install_on_lxc_the_restarted_server_cleans_up() {
     let lxcpath = repo().join("target/lxc-tests");
     let data = tempfile::tempdir().unwrap();
     let token = create_token(data.path(), "ops");
-    let mut server = Server::start(data.path(), &["--backend", "lxc", "--lxc-path", lxcpath.to_str().unwrap()]);
+    let mut server = Server::start(
+        data.path(),
+        &["--catalog", "recipes", "--backend", "lxc", "--lxc-path", lxcpath.to_str().unwrap()],
+    );
     let http = client();
     let accepted = deploy(&http, &server, &token, json!({"recipe": "nginx", "app_id": "crash-me"})).await;
     let (response, seen) = follow_until(&http, &server, &token, &accepted.id, "Installing").await;

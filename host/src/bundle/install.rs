@@ -197,7 +197,11 @@ impl RecipeInstaller {
         }
         if version == *installed {
             if provenance.as_ref().is_some_and(|p| p.digest == verified.digest) {
-                return Ok(Decision { previous_version: Some(version.to_string()), unchanged: true, ..Decision::default() });
+                return Ok(Decision {
+                    previous_version: Some(version.to_string()),
+                    unchanged: true,
+                    ..Decision::default()
+                });
             }
             return Err(InstallError::VersionConflict {
                 id,

@@ -125,8 +125,10 @@ impl LineBuffer {
             let text = String::from_utf8_lossy(&line);
             self.events.log(self.level, text.trim_end_matches('\r'));
         } else if before <= MAX_PRINTED_BYTES {
-            self.events
-                .host(&format!("the recipe printed more than {} KiB: the rest is not logged", MAX_PRINTED_BYTES / 1024));
+            self.events.host(&format!(
+                "the recipe printed more than {} KiB: the rest is not logged",
+                MAX_PRINTED_BYTES / 1024
+            ));
         }
     }
 }
@@ -184,6 +186,10 @@ mod tests {
         }
         let lines = logged(&flood);
         assert_eq!(lines.len(), MAX_PRINTED_BYTES / 1024 + 1, "1024 lines of 1 KiB, then one notice");
-        assert!(lines.last().unwrap().1.starts_with("host: the recipe printed more than 1024 KiB"), "{:?}", lines.last());
+        assert!(
+            lines.last().unwrap().1.starts_with("host: the recipe printed more than 1024 KiB"),
+            "{:?}",
+            lines.last()
+        );
     }
 }

@@ -189,7 +189,8 @@ impl Client {
         };
         let response = send(request, &self.base).await?;
         let bytes = response.bytes().await.map_err(|err| unreachable(&self.base, &err))?;
-        serde_json::from_slice(&bytes).context("the server's answer to POST /api/v1/recipes is not what this client expects")
+        serde_json::from_slice(&bytes)
+            .context("the server's answer to POST /api/v1/recipes is not what this client expects")
     }
 
     /// A job's events, in order, from the one after `after` (all of them when

@@ -17,7 +17,7 @@ pub enum KeysCommand {
 }
 
 #[derive(Args)]
-#[group(id = "kind", required = true, multiple = false, args = ["service", "signing"])]
+#[command(group(clap::ArgGroup::new("kind").required(true).args(["service", "signing"])))]
 pub struct GenerateArgs {
     /// The service the proxy serves (e.g. nextcloud): names the files and the secrets.
     #[arg(long)]

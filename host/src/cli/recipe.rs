@@ -9,11 +9,11 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 use clap::Subcommand;
 
-pub(crate) use bundle::config_dir;
 use super::{CatalogArgs, RuntimeArgs};
 use crate::authoring::{recipe_test, scaffold};
 use crate::catalog::{Catalog, CatalogEntry};
 use crate::manifest::ParameterSpec;
+pub(crate) use bundle::config_dir;
 
 #[derive(Subcommand)]
 pub enum RecipeCommand {

@@ -280,7 +280,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         entries.len(),
         config.backend
     );
-    crate::server::serve_with(listener, tls, crate::server::ServerState { jobs, installer: installer.map(Arc::new) }, shutdown_signal()).await?;
+    crate::server::serve_with(
+        listener,
+        tls,
+        crate::server::ServerState { jobs, installer: installer.map(Arc::new) },
+        shutdown_signal(),
+    )
+    .await?;
     eprintln!("proximity: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -470,6 +470,19 @@ mod tests {
         let proxy = api::ProxyStats { services: vec![api::ProxyServiceStats::default()] };
         check_schema(&doc, "ProxyStats", &proxy, &proxy);
         check_schema(&doc, "ProxyServiceStats", &proxy.services[0], &proxy.services[0]);
+        let from_url = api::InstallFromUrl { url: "https://x".into() };
+        check_schema(&doc, "InstallFromUrl", &from_url, &from_url);
+        let installed = |full: bool| api::InstalledRecipe {
+            id: "r".into(),
+            version: "1".into(),
+            digest: "d".into(),
+            signers: vec![],
+            grants: vec![],
+            added_grants: vec![],
+            previous_version: full.then(|| "0.9".into()),
+            unchanged: false,
+        };
+        check_schema(&doc, "InstalledRecipe", installed(true), installed(false));
 
         let enum_values = |name: &str| -> Vec<String> {
             doc["components"]["schemas"][name]["enum"]

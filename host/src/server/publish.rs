@@ -59,7 +59,11 @@ pub(crate) async fn install(
     let bytes = match content_type(&headers) {
         Some("application/json") => {
             let request: api::InstallFromUrl = serde_json::from_slice(&bytes).map_err(|err| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-request", format!("expected {{\"url\": …}}: {err}"))
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-request",
+                    format!("expected {{\"url\": …}}: {err}"),
+                )
             })?;
             fetch_bundle(&request.url, limit).await.map_err(fetch_error)?
         }
@@ -68,7 +72,9 @@ pub(crate) async fn install(
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
-                format!("`{other}`: send the bundle as application/octet-stream, or {{\"url\": …}} as application/json"),
+                format!(
+                    "`{other}`: send the bundle as application/octet-stream, or {{\"url\": …}} as application/json"
+                ),
             ))
         }
     };
@@ -77,9 +83,9 @@ pub(crate) async fn install(
     let options = InstallOptions { accept_grants: query.accept_grants.as_deref() };
     let prepared = installer.prepare(bytes, trust.as_ref(), &options).map_err(install_error)?;
 
-    crate::bundle::install::check_component(state.jobs.runtime(), &prepared).await.map_err(|err| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-bundle", format!("{err:#}"))
-    })?;
+    crate::bundle::install::check_component(state.jobs.runtime(), &prepared)
+        .await
+        .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-bundle", format!("{err:#}")))?;
 
     let accept_grants = query.accept_grants.clone();
     let installed = tokio::task::spawn_blocking(move || {
