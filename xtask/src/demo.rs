@@ -1,6 +1,7 @@
-//! `cargo xtask demo`: the main job. Starts `proximity serve` on loopback
-//! with the embedded default backend (LXC; the simulator where LXC cannot
-//! run), deploys nginx through its API as a client would, lists the app,
+//! `cargo xtask demo`: the main job. Installs the repository's recipes as
+//! bundles signed with the development key, starts `proximity serve` on
+//! loopback with the embedded default backend (LXC; the simulator where LXC
+//! cannot run), deploys nginx through its API as a client would, lists the app,
 //! shows WordPress as a dry-run plan, then stops the server (or keeps it
 //! serving with `--keep`).
 
@@ -10,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build_recipes, cargo, packages};
+use crate::{build_recipes, bundles, cargo, packages};
 
 /// Stops the server when the demo ends, however it ends.
 struct ServerProcess(Child);
@@ -51,7 +52,27 @@ pub fn run(root: &Path, keep: bool) -> Result<()> {
     }
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
-    let mut child = proximity(&["serve", "--listen", "127.0.0.1:0", "--backend", backend, "--catalog", "recipes"])
+    // The catalog is what is installed: the repository's recipes, as bundles
+    // signed with the development key, which this data directory trusts. It
+    // is installed afresh each run, so edited recipes need no new version.
+    let bundles = bundles::run(root, &binary)?;
+    for installed in ["recipes", "bundles"] {
+        let dir = data.join(installed);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    let trusted = data.join("trusted-keys");
+    std::fs::create_dir_all(&trusted)?;
+    std::fs::copy(bundles::dev_public_key(root), trusted.join(format!("{}.pub", bundles::DEV_KEY_NAME)))?;
+    for bundle in &bundles {
+        let status = proximity(&["recipe", "install"]).arg(bundle).arg("--data-dir").arg(&data).status()?;
+        if !status.success() {
+            bail!("could not install {}", bundle.display());
+        }
+    }
+
+    let mut child = proximity(&["serve", "--listen", "127.0.0.1:0", "--backend", backend])
         .arg("--data-dir")
         .arg(&data)
         .stdout(Stdio::piped())

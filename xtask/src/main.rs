@@ -4,6 +4,7 @@
 //! host's tests and demos load their components from `<recipe>/target/recipe.wasm`.
 
 mod build_recipes;
+mod bundles;
 mod cargo;
 mod demo;
 mod packages;
@@ -18,6 +19,8 @@ usage: cargo xtask <task> [args…]
 
 tasks:
   build-recipes    build every recipe in recipes/ and tests/recipes/ into its component
+  bundles          build-recipes, then pack recipes/ into target/bundles/*.prox, signed with the
+                   development key target/dev-keys/proximity-dev.key (made when missing)
   test [args…]     build-recipes, install LXC and OpenSSH's server when missing (root), then
                    `cargo test --workspace [args…]` (all tests)
   demo [--keep]    the main job: serve the catalog, deploy nginx through the API on the default
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "build-recipes" => no_args(task, rest).and_then(|()| build_recipes::run(&repo_root())),
+        "bundles" => no_args(task, rest).and_then(|()| make_bundles(&repo_root())),
         "test" => test(&repo_root(), rest),
         "demo" => match rest {
             [] => demo::run(&repo_root(), false),
@@ -87,6 +91,12 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+fn make_bundles(root: &Path) -> Result<()> {
+    build_recipes::run(root)?;
+    cargo::run(root, &["build", "-p", "proximity"], &[])?;
+    bundles::run(root, &root.join("target/debug/proximity")).map(drop)
 }
 
 fn bench(root: &Path, extra: &[String]) -> Result<()> {
