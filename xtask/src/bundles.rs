@@ -42,9 +42,8 @@ pub fn run(root: &Path, binary: &Path) -> Result<Vec<PathBuf>> {
         // `recipe pack` names the file ID-VERSION.prox in its working directory.
         proximity(binary, &out_dir, &["recipe", "pack"], &[&dir])?;
     }
-    let mut bundles: Vec<PathBuf> = std::fs::read_dir(&out_dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
+    let mut bundles: Vec<PathBuf> =
+        std::fs::read_dir(&out_dir)?.map(|entry| entry.map(|e| e.path())).collect::<std::io::Result<_>>()?;
     bundles.sort();
     for bundle in &bundles {
         proximity(binary, root, &["recipe", "sign"], &[bundle, Path::new("--key"), &secret])?;
