@@ -6,11 +6,13 @@
 //! - [`capabilities`]: what a recipe may call, checked against its grants.
 //! - [`backend`]: the infrastructure behind the capabilities (`sim`, ...).
 //! - [`deploy`]: one deployment from catalog entry to result.
+//! - [`bundle`]: recipe bundles: pack, sign, verify, unpack; trusted keys.
 //! - [`cli`]: the `proximity` command.
 
 pub mod api;
 pub mod backend;
 pub mod bindings;
+pub mod bundle;
 pub mod capabilities;
 pub mod catalog;
 pub mod cli;

@@ -12,6 +12,7 @@ mod lxc;
 mod probe;
 mod progress;
 mod proxy;
+pub mod wasi;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -167,11 +168,14 @@ pub struct RunState {
     pub(crate) table: ResourceTable,
     pub(crate) limiter: RecipeLimiter,
     pub(crate) run: Arc<RunContext>,
+    /// The sandboxed WASI that interpreted recipes need (see [`wasi`]).
+    pub(crate) wasi: wasmtime_wasi::WasiCtx,
 }
 
 impl RunState {
     pub fn new(run: Arc<RunContext>, memory_limit: usize) -> Self {
-        RunState { table: ResourceTable::new(), limiter: RecipeLimiter::new(memory_limit), run }
+        let wasi = wasi::sandbox_ctx(&run.events);
+        RunState { table: ResourceTable::new(), limiter: RecipeLimiter::new(memory_limit), run, wasi }
     }
 
     /// The container behind a handle the recipe passed in.

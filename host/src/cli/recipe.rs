@@ -1,4 +1,6 @@
-//! `proximity recipe …`: inspect and build recipes.
+//! `proximity recipe …`: inspect, build, pack, sign and verify recipes.
+
+mod bundle;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,6 +31,14 @@ pub enum RecipeCommand {
         #[arg(long)]
         cargo_target_dir: Option<PathBuf>,
     },
+    /// Pack a built recipe directory into one bundle file (ID-VERSION.prox), unsigned.
+    Pack(bundle::PackArgs),
+    /// Add a signature to a bundle (replacing this key's earlier one).
+    Sign(bundle::SignArgs),
+    /// Check a bundle's contents, signatures and trust; print what it holds and the grants it asks for.
+    Verify(bundle::VerifyArgs),
+    /// Make a signing key pair for bundles: NAME.key (secret) and NAME.pub (trusted-key format).
+    Keygen(bundle::KeygenArgs),
 }
 
 pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
@@ -53,6 +63,10 @@ pub async fn run(command: RecipeCommand) -> Result<ExitCode> {
                 built.digest
             );
         }
+        RecipeCommand::Pack(args) => bundle::pack(args)?,
+        RecipeCommand::Sign(args) => bundle::sign(args)?,
+        RecipeCommand::Verify(args) => bundle::verify(args)?,
+        RecipeCommand::Keygen(args) => bundle::keygen(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -216,6 +216,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         Recipe::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;
+        crate::capabilities::wasi::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
         let cache = Arc::new(ComponentCache::new(&engine, config.cache_dir.clone())?);
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone());
