@@ -295,6 +295,29 @@ mod tests {
     }
 
     #[test]
+    fn a_prebuilt_component_without_lifecycle_is_refused_and_not_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("target").join("recipe.wasm");
+        let not_a_recipe = encode_component(EMPTY_MODULE).unwrap();
+        let err = install_prebuilt_component("d1", "tool 1", &component, |out| Ok(fs::write(out, &not_a_recipe)?))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("does not export proximity:recipe/lifecycle@0.1.0"), "{err:#}");
+        assert!(!component.exists() && !stamp_path(&component).exists());
+        let leftovers: Vec<_> = fs::read_dir(component.parent().unwrap()).unwrap().collect();
+        assert!(leftovers.is_empty(), "the tool's output is removed: {leftovers:?}");
+    }
+
+    #[test]
+    fn a_failing_tool_is_the_error_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("target").join("recipe.wasm");
+        let err = install_prebuilt_component("d1", "tool 1", &component, |_| anyhow::bail!("componentize failed"))
+            .unwrap_err();
+        assert!(err.to_string().contains("componentize failed"));
+        assert!(!component.exists());
+    }
+
+    #[test]
     fn the_stamp_sits_beside_the_component() {
         assert_eq!(stamp_path(Path::new("/r/target/recipe.wasm")), Path::new("/r/target/recipe.wasm.stamp"));
     }
