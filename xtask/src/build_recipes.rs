@@ -2,8 +2,15 @@
 
 use std::path::{Path, PathBuf};
 
+use std::process::Command;
+use std::time::Instant;
+
 use anyhow::{bail, Result};
-use proximity_builder::{build_recipe, ensure_wasm_toolchain, find_recipe_dirs, BuildOptions, BuiltRecipe};
+use proximity_builder::{
+    build_recipe, detect_language, ensure_wasm_toolchain, find_recipe_dirs, BuildOptions, BuiltRecipe, Language,
+};
+
+use crate::packages;
 
 /// Where recipes live, relative to the repository root.
 const RECIPE_ROOTS: [&str; 2] = ["recipes", "tests/recipes"];
@@ -19,6 +26,9 @@ pub fn run(root: &Path) -> Result<()> {
 
     let toolchain = ensure_wasm_toolchain()?;
     println!("xtask: building {} recipes with {toolchain}", recipe_dirs.len());
+    if recipe_dirs.iter().any(|dir| detect_language(dir).ok() == Some(Language::Python)) {
+        ensure_python_venv();
+    }
     let opts = BuildOptions {
         cargo_target_dir: Some(root.join(SHARED_TARGET_DIR)),
         toolchain: Some(toolchain),
@@ -30,8 +40,9 @@ pub fn run(root: &Path) -> Result<()> {
     let mut failed = Vec::new();
     for dir in &recipe_dirs {
         let shown = dir.strip_prefix(root).unwrap_or(dir).display().to_string();
+        let started = Instant::now();
         match build_recipe(dir, &opts) {
-            Ok(built) => println!("xtask: {}", summary(&built, &shown)),
+            Ok(built) => println!("xtask: {}  {:.1}s", summary(&built, &shown), started.elapsed().as_secs_f64()),
             Err(err) => {
                 eprintln!("xtask: {shown} failed: {err:#}");
                 failed.push(shown);
@@ -42,6 +53,19 @@ pub fn run(root: &Path) -> Result<()> {
         bail!("{} of {} recipes failed to build: {}", failed.len(), recipe_dirs.len(), failed.join(", "));
     }
     Ok(())
+}
+
+/// The Python toolchain is a venv: Debian's python3 makes one only with
+/// python3-venv. Installed here when missing (as root); otherwise the builder's
+/// own error says what to install.
+fn ensure_python_venv() {
+    let has_venv =
+        Command::new("python3").args(["-c", "import ensurepip, venv"]).output().is_ok_and(|out| out.status.success());
+    if !has_venv {
+        if let Err(why) = packages::ensure(packages::PYTHON_VENV, "building Python recipes") {
+            println!("xtask: {why:#}");
+        }
+    }
 }
 
 fn all_recipe_dirs(root: &Path) -> Result<Vec<PathBuf>> {

@@ -19,6 +19,10 @@ pub const SSH_SERVER: &[&str] = &["openssh-server", "openssh-client"];
 /// The proxy discovery tests start a private Docker engine in Swarm mode.
 pub const DOCKER: &[&str] = &["docker.io"];
 
+/// Python recipes: componentize-py is installed into a venv, which Debian's
+/// python3 can make only with its venv module (pip comes from ensurepip).
+pub const PYTHON_VENV: &[&str] = &["python3-venv"];
+
 /// Install those of `packages` that dpkg does not report as installed.
 /// `why` names what they are for in the messages.
 pub fn ensure(packages: &[&str], why: &str) -> Result<()> {

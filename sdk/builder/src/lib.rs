@@ -3,17 +3,25 @@
 //! A recipe directory holds a `recipe.toml` manifest and the recipe's source.
 //! Building one takes three steps, each in its own module:
 //!
-//! 1. [`source`] tells which language the recipe is written in (Rust only, for now);
-//! 2. the language's route compiles it to a core wasm module ([`rust_crate`] runs
-//!    cargo for `wasm32-unknown-unknown` with the toolchain from [`toolchain`]);
-//! 3. [`component`] wraps the core module into a component, in process, and writes
-//!    it to [`component_path`] only when the core module changed.
+//! 1. [`source`] tells which language the recipe is written in: `Cargo.toml` (Rust),
+//!    `app.py` (Python) or `recipe.js` (JavaScript);
+//! 2. the language's route builds it: [`rust_crate`] runs cargo for
+//!    `wasm32-unknown-unknown` with the toolchain from [`toolchain`] and yields a core
+//!    module; [`python`] (componentize-py) and [`js`] (rolldown + componentize-js)
+//!    yield a finished component, with toolchains they install themselves under
+//!    `target/toolchains/` ([`polyglot`] holds what those two share);
+//! 3. [`component`] wraps a core module into a component, in process, or checks a
+//!    finished one, and writes it to [`component_path`] only when what it is made
+//!    from changed (for Python and JavaScript the tool does not even run then).
 //!
 //! The host's `proximity recipe build DIR` and `cargo xtask build-recipes` both call
 //! [`build_recipe`].
 
 mod command;
 mod component;
+mod js;
+mod polyglot;
+mod python;
 mod recipe;
 mod rust_crate;
 mod source;
@@ -23,8 +31,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-pub use component::component_path;
+pub use component::{component_path, component_world, ComponentWorld};
+pub use polyglot::{SDK_ROOT_ENV, TOOLCHAINS_ENV};
 pub use recipe::{find_recipe_dirs, read_recipe_id, RECIPE_MANIFEST};
+pub use source::{detect_language, Language};
 pub use toolchain::{ensure_wasm_toolchain, Toolchain, WasmRoute, TOOLCHAIN_ENV, WASM_TARGET};
 
 /// Where cargo's own output goes while a recipe compiles.
@@ -67,19 +77,38 @@ pub struct BuiltRecipe {
 /// Builds the recipe in `recipe_dir` into its component at [`component_path`].
 pub fn build_recipe(recipe_dir: &Path, opts: &BuildOptions) -> Result<BuiltRecipe> {
     let id = read_recipe_id(recipe_dir)?;
-    let core_module = match source::detect_language(recipe_dir)? {
-        source::Language::Rust => {
+    let component = component_path(recipe_dir);
+    let installed = match detect_language(recipe_dir)? {
+        Language::Rust => {
             let toolchain = match &opts.toolchain {
                 Some(toolchain) => toolchain.clone(),
                 None => ensure_wasm_toolchain()?,
             };
             let target_dir = cargo_target_dir(recipe_dir, opts)?;
-            rust_crate::build_core_module(recipe_dir, &target_dir, &toolchain, opts.cargo_output)
-                .with_context(|| format!("recipe `{id}` did not build"))?
+            let core_module = rust_crate::build_core_module(recipe_dir, &target_dir, &toolchain, opts.cargo_output)
+                .with_context(|| format!("recipe `{id}` did not build"))?;
+            component::install_component(&core_module, &component)
+                .with_context(|| format!("recipe `{id}`: could not make its component"))?
+        }
+        Language::Python => {
+            let sdk = polyglot::SdkRoot::find(recipe_dir, python::SDK_DIR)?;
+            let toolchain = python::ensure_toolchain(&sdk).context("the Python recipe toolchain is not ready")?;
+            let digest = python::inputs_digest(recipe_dir, &sdk, &toolchain)?;
+            component::install_prebuilt_component(&digest, &toolchain.version, &component, |out| {
+                python::build_component(recipe_dir, &sdk, &toolchain, out, opts.cargo_output)
+            })
+            .with_context(|| format!("recipe `{id}` (Python) did not build"))?
+        }
+        Language::JavaScript => {
+            let sdk = polyglot::SdkRoot::find(recipe_dir, js::SDK_DIR)?;
+            let toolchain = js::ensure_toolchain(&sdk).context("the JavaScript recipe toolchain is not ready")?;
+            let digest = js::inputs_digest(recipe_dir, &sdk, &toolchain)?;
+            component::install_prebuilt_component(&digest, &toolchain.version, &component, |out| {
+                js::build_component(recipe_dir, &sdk, &toolchain, out, opts.cargo_output)
+            })
+            .with_context(|| format!("recipe `{id}` (JavaScript) did not build"))?
         }
     };
-    let installed = component::install_component(&core_module, &component_path(recipe_dir))
-        .with_context(|| format!("recipe `{id}`: could not make its component"))?;
     Ok(BuiltRecipe { id, component: installed.path, digest: installed.digest, rebuilt: installed.rebuilt })
 }
 

@@ -64,12 +64,12 @@ fn a_manifest_without_an_id_is_refused() {
 }
 
 #[test]
-fn a_recipe_without_cargo_toml_is_unsupported() {
+fn a_recipe_without_source_names_the_files_that_would_make_one() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir.path().join("recipe.toml"), &manifest("py-app"));
-    write(&dir.path().join("app.py"), "def install(ctx): pass\n");
+    write(&dir.path().join("recipe.toml"), &manifest("no-source"));
+    write(&dir.path().join("helpers.py"), "def install(ctx): pass\n");
     let err = error_text(build_recipe(dir.path(), &BuildOptions::default()));
-    assert!(err.contains("unsupported: no Cargo.toml (Python/JavaScript recipes are not supported yet)"), "{err}");
+    assert!(err.contains("has no source: add Cargo.toml (Rust), app.py (Python) or recipe.js (JavaScript)"), "{err}");
 }
 
 #[test]
@@ -180,4 +180,31 @@ fn a_compile_error_names_the_recipe_and_shows_the_compiler() {
     let err = error_text(build_recipe(recipe.path(), &opts));
     assert!(err.contains("recipe `broken` did not build"), "{err}");
     assert!(err.contains("error"), "{err}");
+}
+
+/// A Python recipe built by the real componentize-py (installed on first use into
+/// the repository's `target/toolchains/python`), then left alone until a source changes.
+#[test]
+fn a_python_recipe_builds_into_a_component_and_rebuilds_only_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("recipe.toml"), &manifest("tiny-py"));
+    let app = "import proximity as px\n\nclass Tiny(px.Recipe):\n    def install(self, ctx):\n        return px.AppInfo()\n\nLifecycle = px.export(Tiny)\n";
+    write(&dir.path().join("app.py"), app);
+    let opts = BuildOptions { cargo_output: CargoOutput::Capture, ..BuildOptions::default() };
+
+    let first = build_recipe(dir.path(), &opts).expect("the Python recipe builds");
+    assert!(first.rebuilt);
+    let bytes = fs::read(&first.component).unwrap();
+    let world = proximity_builder::component_world(&bytes).unwrap();
+    assert!(world.exports.iter().any(|e| e == "proximity:recipe/lifecycle@0.1.0"), "{world:?}");
+    assert!(world.imports.iter().any(|i| i == "proximity:recipe/lxc@0.1.0"), "{world:?}");
+
+    let second = build_recipe(dir.path(), &opts).unwrap();
+    assert!(!second.rebuilt, "nothing changed");
+    assert_eq!(second.digest, first.digest);
+
+    write(&dir.path().join("app.py"), &app.replace("AppInfo()", "AppInfo(url='http://x/')"));
+    let third = build_recipe(dir.path(), &opts).unwrap();
+    assert!(third.rebuilt, "the source changed");
+    assert_ne!(third.digest, first.digest);
 }
