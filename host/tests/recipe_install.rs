@@ -184,6 +184,19 @@ async fn published_bundles_become_the_catalog_and_deploy() {
     assert!(out.contains("redis 0.1.0 installed"), "{out}");
     assert_eq!(catalog(&server).await, listed(&[("nginx", "0.1.0"), ("redis", "0.1.0")]));
 
+    // Recipes in Python and JavaScript travel the same way.
+    for (id, dir) in [("adminer", "recipes/adminer"), ("n8n", "recipes/n8n")] {
+        let bundle = publisher.bundle(&repo().join(dir), id, true);
+        let out = ok(publisher.publish(&server, &token, bundle.to_str().unwrap(), &[]));
+        assert!(out.contains(&format!("{id} 0.1.0 installed")) && out.contains("signed by: publisher"), "{out}");
+    }
+    assert_eq!(
+        catalog(&server).await,
+        listed(&[("adminer", "0.1.0"), ("n8n", "0.1.0"), ("nginx", "0.1.0"), ("redis", "0.1.0")])
+    );
+    let stdout = ok(run(publisher.path(), &["deploy", "adminer", "--server", &server.url, "--token", &token]));
+    assert!(stdout.contains("http://"), "the Python recipe deploys from its bundle: {stdout}");
+
     // What was installed deploys.
     let deploy = run(
         publisher.path(),

@@ -183,10 +183,38 @@ fn a_new_rust_recipe_builds_and_passes_its_tests() {
 
     let out = proximity(&["recipe", "new", "hello-web", "--dir", parent_arg]);
     assert!(text(&out.stderr).contains("already exists"), "{}", text(&out.stderr));
-    let out = proximity(&["recipe", "new", "py-app", "--lang", "python", "--dir", parent_arg]);
-    assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--lang python: not available in this build"), "{}", text(&out.stderr));
-    assert!(!parent.path().join("py-app").exists(), "nothing is written for a language without a template");
+}
+
+/// The Python and JavaScript templates build with their own toolchains (set
+/// up by the builder under `target/toolchains`) and pass their test files.
+#[test]
+fn python_and_javascript_recipes_start_from_their_templates() {
+    let parent = tempfile::tempdir().unwrap();
+    let parent_arg = parent.path().to_str().unwrap();
+    for (lang, source) in [("python", "app.py"), ("js", "recipe.js")] {
+        let id = format!("{lang}-app");
+        let out = proximity(&["recipe", "new", &id, "--lang", lang, "--dir", parent_arg]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let dir = parent.path().join(&id);
+        for file in ["recipe.toml", source, "index.html", "sim.toml", "recipe.test.toml"] {
+            assert!(dir.join(file).is_file(), "{lang}: {file} is written");
+        }
+        let out = proximity(&["recipe", "test", dir.to_str().unwrap()]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{lang}:\n{stdout}\n{}", text(&out.stderr));
+        assert!(stdout.contains("2 passed, 0 failed"), "{lang}: {stdout}");
+
+        // A regression the test file catches: the page goes to the wrong place.
+        let code = std::fs::read_to_string(dir.join(source)).unwrap();
+        std::fs::write(dir.join(source), code.replace("/var/www/html/index.html", "/var/www/index.html")).unwrap();
+        let out = proximity(&["recipe", "test", dir.to_str().unwrap()]);
+        let stdout = text(&out.stdout);
+        assert!(!out.status.success(), "{lang}: the broken recipe fails its test:\n{stdout}");
+        assert!(
+            stdout.contains("/var/www/html/index.html") && stdout.contains("1 passed, 1 failed"),
+            "{lang}: {stdout}"
+        );
+    }
 }
 
 /// `[[case.files]]` are in every new container: here an `/etc/os-release`

@@ -36,7 +36,8 @@ pub struct TemplateFile {
 }
 
 /// The templates in this build, by language.
-pub const TEMPLATES: &[(Lang, &[TemplateFile])] = &[(Lang::Rust, RUST_TEMPLATE)];
+pub const TEMPLATES: &[(Lang, &[TemplateFile])] =
+    &[(Lang::Rust, RUST_TEMPLATE), (Lang::Python, PYTHON_TEMPLATE), (Lang::Js, JS_TEMPLATE)];
 
 macro_rules! template_file {
     ($lang:literal, $path:literal, $source:literal) => {
@@ -51,6 +52,23 @@ const RUST_TEMPLATE: &[TemplateFile] = &[
     template_file!("rust", "sim.toml", "sim.toml"),
     template_file!("rust", "recipe.test.toml", "recipe.test.toml.tmpl"),
     template_file!("rust", ".gitignore", "gitignore"),
+];
+
+// The simulator script is the same whatever the language.
+const PYTHON_TEMPLATE: &[TemplateFile] = &[
+    template_file!("python", "recipe.toml", "recipe.toml"),
+    template_file!("python", "app.py", "app.py"),
+    template_file!("python", "index.html", "index.html"),
+    template_file!("rust", "sim.toml", "sim.toml"),
+    template_file!("python", "recipe.test.toml", "recipe.test.toml"),
+];
+
+const JS_TEMPLATE: &[TemplateFile] = &[
+    template_file!("js", "recipe.toml", "recipe.toml"),
+    template_file!("js", "recipe.js", "recipe.js"),
+    template_file!("js", "index.html", "index.html"),
+    template_file!("rust", "sim.toml", "sim.toml"),
+    template_file!("js", "recipe.test.toml", "recipe.test.toml"),
 ];
 
 /// The files of `lang`'s template, or why there are none.
@@ -211,10 +229,13 @@ mod tests {
     }
 
     #[test]
-    fn languages_without_a_template_say_so() {
-        let err = template(Lang::Python).err().expect("no Python template yet").to_string();
-        assert!(err.contains("--lang python: not available in this build"), "{err}");
-        assert!(template(Lang::Rust).is_ok());
+    fn every_language_has_a_template_with_a_manifest_and_a_test_file() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            let files = template(lang).unwrap();
+            for needed in ["recipe.toml", "recipe.test.toml", "sim.toml"] {
+                assert!(files.iter().any(|f| f.path == needed), "{} template has {needed}", lang.name());
+            }
+        }
     }
 
     #[test]

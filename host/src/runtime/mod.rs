@@ -426,7 +426,9 @@ fn pooling_config(config: &RuntimeConfig) -> PoolingAllocationConfig {
     let runs = config.max_concurrent_runs;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(runs)
-        .total_core_instances(runs.saturating_mul(8))
+        // Interpreted recipes bring many core modules (a Python one: 14, plus
+        // adapter shims); Rust ones a few.
+        .total_core_instances(runs.saturating_mul(16))
         .total_memories(runs.saturating_mul(2))
         .total_tables(runs.saturating_mul(4))
         .total_stacks(runs)

@@ -25,7 +25,7 @@ class App extends px.Recipe {
 
   health(_ctx) {
     const c = px.appContainer();
-    return new px.HealthReport([px.HealthCheck.of('http', () => `answered ${c.waitHttp(80, '/', { timeout: 10 })}`)]);
+    return new px.HealthReport([px.HealthCheck.of('http', () => `answered ${c.waitHttp(80, '/', { expectStatus: 200, timeout: 10 })}`)]);
   }
 }
 

@@ -27,7 +27,7 @@ class App(px.Recipe):
 
     def health(self, ctx):
         c = px.app_container()
-        return px.HealthReport([px.HealthCheck.of("http", lambda: f"answered {c.wait_http(80, '/', timeout=10)}")])
+        return px.HealthReport([px.HealthCheck.of("http", lambda: f"answered {c.wait_http(80, '/', expect_status=200, timeout=10)}")])
 
 
 # componentize-py exports the class named after the WIT interface.
