@@ -161,3 +161,29 @@ async fn every_attack_at_once_while_a_normal_deploy_succeeds() {
         assert!(expected, "attack `{attack}` failed the wrong way: {err:?}");
     }
 }
+
+/// An embedded CPython gets WASI with nothing behind it: no files, no
+/// directories, no environment, no sockets. What it prints reaches the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_recipe_reaches_no_file_variable_or_socket_of_the_host() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let hostile = recipe("tests/recipes/hostile-py");
+    let run = install(&runtime(Duration::from_secs(120)), &hostile, &[("port", &port)], &SimBackend::default()).await;
+    let outcome = run.outcome.expect("the probe reports instead of failing");
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let outputs: std::collections::BTreeMap<&str, &str> =
+        app.outputs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    for attempt in ["read-file", "write-file", "list-root", "list-cwd", "environment", "connect", "resolve"] {
+        let result = outputs.get(attempt).unwrap_or_else(|| panic!("{attempt} was tried: {outputs:?}"));
+        assert!(result.starts_with("denied"), "{attempt}: {result}");
+    }
+    assert_eq!(outputs["connect"], "denied: PermissionError", "the socket is refused, not merely unreachable");
+    assert!(listener.accept().is_err(), "nothing connected to the host's listener");
+    assert!(!std::path::Path::new("/tmp/proximity-hostile-py").exists(), "nothing was written on the host");
+    let logged = run.events.iter().any(
+        |e| matches!(&e.kind, proximity::events::EventKind::Log { message, .. } if message == "probing the sandbox"),
+    );
+    assert!(logged, "print() goes to the job's log: {:?}", run.events);
+}

@@ -123,6 +123,8 @@ pub fn build_component(
     output: CargoOutput,
 ) -> Result<()> {
     let recipe_dir = std::path::absolute(recipe_dir)?;
+    // The tool runs in another directory: a relative `out` would land there.
+    let out = std::path::absolute(out)?;
     let work = recipe_dir.join("target").join("js");
     let mut cmd = Command::new("node");
     cmd.arg(toolchain.dir.join(BUILD_SCRIPT))

@@ -109,6 +109,8 @@ pub fn build_component(
 ) -> Result<()> {
     let module = PYTHON_ENTRY.trim_end_matches(".py");
     let recipe_dir = std::path::absolute(recipe_dir)?;
+    // The tool runs in another directory: a relative `out` would land there.
+    let out = std::path::absolute(out)?;
     let mut cmd = Command::new(&toolchain.componentize_py);
     if output == CargoOutput::Capture {
         cmd.arg("--quiet");
