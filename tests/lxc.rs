@@ -74,6 +74,34 @@ async fn nginx_deploys_for_real_serves_the_greeting_then_uninstall_removes_it() 
     backend.destroy(container).await.expect("destroying a missing container succeeds");
 }
 
+/// A catalog recipe written in Python, end to end: Debian's Adminer served by
+/// PHP in a real container, reached over the bridge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_adminer_recipe_deploys_for_real_and_serves_its_login_page() {
+    let backend = Arc::new(backend().await);
+    let adminer = recipe("recipes/adminer");
+    let app_id = unique("lxc-adminer");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&adminer, &[]);
+    deploy.subject.app_id = app_id.clone();
+    let started = Instant::now();
+    let run = install_on(&runtime(), &adminer, deploy, backend.clone(), Arc::new(NoProxies)).await;
+    let outcome = run.outcome.unwrap_or_else(|err| panic!("adminer installs on lxc: {err}"));
+    eprintln!("adminer deployed in {:.1}s", started.elapsed().as_secs_f64());
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let url = app.url.clone().expect("adminer reports its URL");
+
+    let (status, page) = http_get(&url);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Adminer"), "the login page: {page}");
+
+    let removed = uninstall_on(&runtime(), &adminer, &run.prepared, outcome.created.clone(), backend.clone())
+        .await
+        .unwrap_or_else(|err| panic!("uninstall succeeds: {err}"));
+    assert_eq!(removed.destroyed.len(), 1);
+    assert!(containers_of(&app_id).is_empty(), "nothing of {app_id} is left");
+}
+
 /// Delegates to the real backend, letting a test tamper with the files a
 /// recipe writes or the commands it runs: real faults inside a real container.
 struct Tamper {
