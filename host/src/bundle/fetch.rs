@@ -18,8 +18,8 @@ pub enum FetchError {
     Status { url: String, status: u16 },
     #[error("fetching {url}: more than {limit} bytes; a bundle is at most that")]
     TooLarge { url: String, limit: u64 },
-    #[error("fetching {url}: no answer within {} s", FETCH_TIMEOUT.as_secs())]
-    Timeout { url: String },
+    #[error("fetching {url}: no complete answer within {after:?}")]
+    Timeout { url: String, after: Duration },
 }
 
 /// Downloads `url`, refusing more than `limit` bytes (announced or received).
@@ -34,7 +34,7 @@ pub async fn fetch_with_timeout(url: &str, limit: u64, timeout: Duration) -> Res
     }
     match tokio::time::timeout(timeout, download(parsed, limit)).await {
         Ok(result) => result,
-        Err(_) => Err(FetchError::Timeout { url: url.to_owned() }),
+        Err(_) => Err(FetchError::Timeout { url: url.to_owned(), after: timeout }),
     }
 }
 
@@ -63,4 +63,54 @@ async fn download(url: reqwest::Url, limit: u64) -> Result<Vec<u8>, FetchError> 
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    /// A loopback server answering every request with `response` (then, if
+    /// `endless`, a body that never ends).
+    fn server(response: &'static [u8], endless: bool) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/b.prox", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.read(&mut [0u8; 2048]);
+                let _ = stream.write_all(response);
+                while endless && stream.write_all(&[0u8; 4096]).is_ok() {}
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn size_status_scheme_and_time_are_bounded() {
+        let announced = server(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", false);
+        assert!(matches!(fetch_bundle(&announced, 999).await, Err(FetchError::TooLarge { limit: 999, .. })));
+
+        let unannounced = server(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", true);
+        assert!(matches!(fetch_bundle(&unannounced, 100_000).await, Err(FetchError::TooLarge { .. })));
+
+        let missing = server(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", false);
+        assert!(matches!(fetch_bundle(&missing, 100).await, Err(FetchError::Status { status: 404, .. })));
+
+        for bad in ["file:///etc/passwd", "ftp://x/b.prox", "not a url", "http://"] {
+            assert!(matches!(fetch_bundle(bad, 100).await, Err(FetchError::BadUrl(_))), "{bad}");
+        }
+
+        // Accepts, reads the request, never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/b.prox", silent.local_addr().unwrap());
+        let err = fetch_with_timeout(&url, 100, Duration::from_millis(300)).await.unwrap_err();
+        assert!(matches!(err, FetchError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("no complete answer within 300ms"), "{err}");
+        drop(silent);
+
+        let ok = server(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", false);
+        assert_eq!(fetch_bundle(&ok, 5).await.unwrap(), b"hello");
+    }
 }
