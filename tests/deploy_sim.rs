@@ -5,36 +5,13 @@ use std::time::Duration;
 
 use proximity::backend::sim::{ExecRule, SimBackend, SimScript};
 use proximity::events::EventKind;
-use proximity::manifest::ParamValue;
 use proximity::plan::PlanStep;
 use proximity::runtime::{ActionResult, RunFailure, Runtime, RuntimeConfig};
+use proximity_tests::plan::{exec_timeout_ms, execs, secret, written};
 use proximity_tests::{install, recipe, sim_for, uninstall_on};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime starts")
-}
-
-fn execs(plan: &[PlanStep]) -> Vec<Vec<String>> {
-    plan.iter()
-        .filter_map(|step| match step {
-            PlanStep::Exec { argv, .. } => Some(argv.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-fn written(plan: &[PlanStep], path: &str) -> Option<(u32, String)> {
-    plan.iter().find_map(|step| match step {
-        PlanStep::WriteFile { path: p, mode, text, .. } if p == path => Some((*mode, text.clone().unwrap_or_default())),
-        _ => None,
-    })
-}
-
-fn secret(params: &proximity::manifest::ResolvedParams, name: &str) -> String {
-    match params.values.iter().find(|(n, _)| n == name) {
-        Some((_, ParamValue::Text(value))) => value.clone(),
-        other => panic!("secret {name} missing: {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -122,15 +99,7 @@ async fn wordpress_follows_the_docker_compose_flow_with_generated_secrets() {
     assert!(compose.contains("wordpress") && compose.contains("mariadb"), "{compose}");
 
     // Step timeouts from the parameters' defaults reach the backend.
-    let timeout_of = |needle: &str| {
-        plan.iter()
-            .find_map(|s| match s {
-                PlanStep::Exec { argv, timeout_ms, .. } if argv.iter().any(|a| a == needle) => Some(*timeout_ms),
-                _ => None,
-            })
-            .unwrap()
-    };
-    assert_eq!(timeout_of("pull"), 600_000);
+    assert_eq!(exec_timeout_ms(&plan, "pull"), 600_000);
 
     // Secrets never appear in events.
     for event in &run.events {

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use proximity::backend::sim::ExecRule;
 use proximity::events::{Event, EventKind, LogLevel};
-use proximity::manifest::ParamValue;
 use proximity::plan::PlanStep;
 use proximity::runtime::{ActionResult, RunFailure, Runtime, RuntimeConfig};
+use proximity_tests::plan::{exec_timeout_ms, execs, secret, written};
 use proximity_tests::{install, recipe, sim_for, uninstall_on};
 
 /// Interpreter components take seconds to compile: the tests share the host's
@@ -19,15 +19,6 @@ use proximity_tests::{install, recipe, sim_for, uninstall_on};
 fn runtime() -> Runtime {
     let cache_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("polyglot-native-cache");
     Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir), ..Default::default() }).expect("runtime starts")
-}
-
-fn execs(plan: &[PlanStep]) -> Vec<Vec<String>> {
-    plan.iter()
-        .filter_map(|step| match step {
-            PlanStep::Exec { argv, .. } => Some(argv.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The index of the first command holding all of `words`, in order.
@@ -39,24 +30,6 @@ fn position(commands: &[Vec<String>], words: &[&str]) -> usize {
             words.iter().all(|w| rest.any(|a| a == w))
         })
         .unwrap_or_else(|| panic!("no command with {words:?} in {commands:#?}"))
-}
-
-fn written(plan: &[PlanStep], path: &str) -> (u32, String) {
-    plan.iter()
-        .find_map(|step| match step {
-            PlanStep::WriteFile { path: p, mode, text, .. } if p == path => {
-                Some((*mode, text.clone().unwrap_or_default()))
-            }
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("{path} is not written: {plan:#?}"))
-}
-
-fn secret(params: &proximity::manifest::ResolvedParams, name: &str) -> String {
-    match params.values.iter().find(|(n, _)| n == name) {
-        Some((_, ParamValue::Text(value))) => value.clone(),
-        other => panic!("secret {name} missing: {other:?}"),
-    }
 }
 
 fn steps(events: &[Event]) -> Vec<String> {
@@ -115,14 +88,15 @@ async fn adminer_in_python_installs_php_and_its_service_and_reports_the_url() {
     assert!(apt_env.0.iter().any(|(k, v)| k == "DEBIAN_FRONTEND" && v == "noninteractive"), "{apt_env:?}");
     assert_eq!(apt_env.1, 600_000, "install-timeout-secs reaches the backend");
 
-    let (mode, unit) = written(&plan, "/etc/systemd/system/adminer.service");
+    let (mode, unit) =
+        written(&plan, "/etc/systemd/system/adminer.service").expect("/etc/systemd/system/adminer.service");
     assert_eq!(mode, 0o644);
     assert!(
         unit.contains("ExecStart=/usr/bin/php -c /etc/adminer/php.ini -S 0.0.0.0:8080 /etc/adminer/conf.php"),
         "{unit}"
     );
     assert!(unit.contains("User=www-data"), "{unit}");
-    let (_, php_ini) = written(&plan, "/etc/adminer/php.ini");
+    let (_, php_ini) = written(&plan, "/etc/adminer/php.ini").expect("/etc/adminer/php.ini");
     assert!(php_ini.contains("upload_max_filesize = 100M") && php_ini.contains("memory_limit = 200M"), "{php_ini}");
     assert!(!unit.contains("{{") && !php_ini.contains("{{"), "placeholders are all filled");
 
@@ -178,7 +152,7 @@ async fn n8n_in_javascript_follows_the_compose_flow_with_a_generated_key() {
     let key = secret(&run.prepared.subject.params, "encryption-key");
     assert_eq!(key.len(), 48);
     assert!(key.chars().all(|c| c.is_ascii_alphanumeric()), "the manifest's pattern holds");
-    let (mode, compose) = written(&plan, "/opt/n8n/docker-compose.yml");
+    let (mode, compose) = written(&plan, "/opt/n8n/docker-compose.yml").expect("/opt/n8n/docker-compose.yml");
     assert_eq!(mode, 0o600, "the compose file carries the key");
     assert!(compose.contains(&format!("N8N_ENCRYPTION_KEY: \"{key}\"")), "{compose}");
     assert!(compose.contains("image: \"docker.n8n.io/n8nio/n8n:1.80.0\""), "{compose}");
@@ -196,15 +170,7 @@ async fn n8n_in_javascript_follows_the_compose_flow_with_a_generated_key() {
         assert!(!format!("{event:?}").contains(&key), "key leaked in {event:?}");
     }
 
-    let timeout_of = |word: &str| {
-        plan.iter()
-            .find_map(|s| match s {
-                PlanStep::Exec { argv, timeout_ms, .. } if argv.iter().any(|a| a == word) => Some(*timeout_ms),
-                _ => None,
-            })
-            .unwrap()
-    };
-    assert_eq!(timeout_of("pull"), 600_000);
+    assert_eq!(exec_timeout_ms(&plan, "pull"), 600_000);
 
     assert!(plan.iter().any(|s| matches!(s, PlanStep::WaitTcp { port: 5678, .. })), "{plan:?}");
     let url = app.url.as_deref().expect("n8n reports its URL");

@@ -7,34 +7,19 @@
 //!
 //! Needs the recipes built: `cargo xtask bench` builds them first.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use proximity::bundle::{self, SigningKeyFile, TrustPolicy};
-use proximity::catalog::CatalogEntry;
 use proximity::runtime::{Runtime, RuntimeConfig};
+
+use common::{entry, median, repo};
 
 const RECIPES: [(&str, &str); 3] =
     [("Rust", "recipes/nginx"), ("Python", "recipes/adminer"), ("JavaScript", "recipes/n8n")];
 const BUNDLE_BYTES: usize = 20 * 1024 * 1024;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn entry(rel: &str) -> CatalogEntry {
-    let entry = CatalogEntry::load(&repo().join(rel)).expect("recipe manifest loads");
-    if !entry.component_path().is_file() {
-        eprintln!("{} is not built: run `cargo xtask bench`", entry.component_path().display());
-        std::process::exit(2);
-    }
-    entry
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)

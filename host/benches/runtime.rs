@@ -7,7 +7,8 @@
 //!
 //! Needs the bench and nginx recipes built: `cargo xtask bench` builds them first.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,23 +18,7 @@ use proximity::deploy::{prepare, DeployInput};
 use proximity::events::EventSink;
 use proximity::runtime::{Runtime, RuntimeConfig};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn entry(rel: &str) -> CatalogEntry {
-    let entry = CatalogEntry::load(&repo().join(rel)).expect("recipe manifest loads");
-    if !entry.component_path().is_file() {
-        eprintln!("{} is not built: run `cargo xtask bench`", entry.component_path().display());
-        std::process::exit(2);
-    }
-    entry
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
+use common::{entry, median};
 
 fn fmt(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;

@@ -373,7 +373,7 @@ pub struct InstallFromUrl {
     pub url: String,
 }
 
-/// `POST /recipes`: the bundle installed, as the catalog now serves it.
+/// `POST /recipes` (and `recipe install`): the bundle installed, as the catalog now serves it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InstalledRecipe {
     pub id: String,

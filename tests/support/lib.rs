@@ -18,6 +18,7 @@ use proximity::runtime::{LoadedRecipe, RunError, RunOutcome, Runtime};
 pub mod dns;
 pub mod dockerd;
 pub mod lxc;
+pub mod plan;
 pub mod sshd;
 
 pub fn repo_root() -> PathBuf {

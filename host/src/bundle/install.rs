@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::verify::{unpack, verify_with_limits, VerifiedBundle};
 use super::{BundleError, ReadLimits, TrustPolicy};
+use crate::api::InstalledRecipe as Installed;
 use crate::manifest::Manifest;
 
 /// Which bundle an installed recipe came from (`recipes/ID/bundle.json`).
@@ -49,24 +50,6 @@ pub enum InstallError {
     VersionConflict { id: String, version: String, installed_digest: String },
     #[error("installing into {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-}
-
-/// What an install did.
-#[derive(Clone, Debug, Serialize)]
-pub struct Installed {
-    pub id: String,
-    pub version: String,
-    pub digest: String,
-    /// Names of the trusted keys that signed it; empty when the operator allowed it unsigned or untrusted.
-    pub signers: Vec<String>,
-    /// The grants in plain words.
-    pub grants: Vec<String>,
-    /// What this version may do that the one it replaced could not (confirmed).
-    pub added_grants: Vec<String>,
-    /// The version it replaced, if any.
-    pub previous_version: Option<String>,
-    /// The same bundle was already installed: nothing changed.
-    pub unchanged: bool,
 }
 
 /// `recipes/ID/bundle.json`.

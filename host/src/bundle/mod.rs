@@ -39,7 +39,7 @@ pub mod verify;
 mod tests;
 
 pub use error::BundleError;
-pub use install::{InstallError, InstallOptions, Installed, RecipeInstaller};
+pub use install::{InstallError, InstallOptions, RecipeInstaller};
 pub use keys::{PublicKey, SigningKeyFile};
 pub use pack::{pack, PackedBundle};
 pub use signature::sign;

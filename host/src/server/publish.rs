@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::ServerState;
 use crate::api;
 use crate::bundle::fetch::{fetch_bundle, FetchError};
-use crate::bundle::{BundleError, InstallError, InstallOptions, Installed};
+use crate::bundle::{BundleError, InstallError, InstallOptions};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,25 +103,12 @@ pub(crate) async fn install(
         "recipe bundle installed"
     );
     let status = if installed.unchanged { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(wire(installed))))
+    Ok((status, Json(installed)))
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
     Some(value.split(';').next().unwrap_or(value).trim())
-}
-
-fn wire(installed: Installed) -> api::InstalledRecipe {
-    api::InstalledRecipe {
-        id: installed.id,
-        version: installed.version,
-        digest: installed.digest,
-        signers: installed.signers,
-        grants: installed.grants,
-        added_grants: installed.added_grants,
-        previous_version: installed.previous_version,
-        unchanged: installed.unchanged,
-    }
 }
 
 fn too_large(message: String) -> ApiError {

@@ -12,8 +12,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use super::bundle::bundle_digest;
+use crate::api::InstalledRecipe;
 use crate::bundle::fetch::fetch_bundle;
-use crate::bundle::{self, InstallError, InstallOptions, Installed, ReadLimits, RecipeInstaller, TrustPolicy};
+use crate::bundle::{self, InstallError, InstallOptions, ReadLimits, RecipeInstaller, TrustPolicy};
 use crate::cli::apps::ServerArgs;
 use crate::cli::client::{BundleSource, ClientError, InstallQuery};
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -128,16 +129,6 @@ pub async fn publish(args: PublishArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&installed)?);
         return Ok(());
     }
-    let installed = Installed {
-        id: installed.id,
-        version: installed.version,
-        digest: installed.digest,
-        signers: installed.signers,
-        grants: installed.grants,
-        added_grants: installed.added_grants,
-        previous_version: installed.previous_version,
-        unchanged: installed.unchanged,
-    };
     report(&installed, client.base());
     Ok(())
 }
@@ -194,7 +185,7 @@ fn ask_for_grants(what: &str, installed: &str, version: &str, added: &[String]) 
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }
 
-fn report(installed: &Installed, place: &str) {
+fn report(installed: &InstalledRecipe, place: &str) {
     if installed.unchanged {
         println!("{} {} is already installed from this bundle ({place})", installed.id, installed.version);
         return;
