@@ -166,6 +166,7 @@ async fn every_attack_at_once_while_a_normal_deploy_succeeds() {
 /// directories, no environment, no sockets. What it prints reaches the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_recipe_reaches_no_file_variable_or_socket_of_the_host() {
+    let _ = std::fs::remove_file("/tmp/proximity-hostile-py");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port().to_string();

@@ -300,9 +300,10 @@ async fn bench(clients: tokio::runtime::Handle) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, ServerState { jobs, installer: None }, async move {
-        let _ = stop_rx.await;
-    }));
+    let server =
+        tokio::spawn(serve(listener, ServerState { jobs, installer: None, api_allow_untrusted: false }, async move {
+            let _ = stop_rx.await;
+        }));
     let target = Arc::new(Target { base: format!("http://{address}{}", api::PREFIX), token });
 
     println!(

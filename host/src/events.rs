@@ -73,7 +73,7 @@ impl Redactor {
 }
 
 /// Longest message kept from a recipe; the rest is cut with a marker.
-const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// Events kept per run: a recipe that logs in a loop cannot exhaust the host.
 const MAX_EVENTS: usize = 100_000;
 
@@ -117,16 +117,18 @@ impl EventSink {
     }
 
     fn clean(&self, text: &str) -> String {
-        let text = if text.len() > MAX_MESSAGE_BYTES {
+        // Redacted whole, then cut: a cut first could split a secret and
+        // leave its first part unrecognised.
+        let text = self.redactor.redact(text);
+        if text.len() > MAX_MESSAGE_BYTES {
             let mut cut = MAX_MESSAGE_BYTES;
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
             format!("{}… [{} bytes cut]", &text[..cut], text.len() - cut)
         } else {
-            text.to_string()
-        };
-        self.redactor.redact(&text)
+            text
+        }
     }
 
     fn send(&self, make: impl FnOnce(&Self) -> EventKind) {

@@ -733,7 +733,10 @@ impl Grants {
                 added.push(format!("capability `{cap}`"));
             }
         }
-        if let (Some(now), Some(was)) = (&self.lxc, before.lxc.as_ref().filter(|_| before.allows(Capability::Lxc))) {
+        // A recipe that could not create containers before had no bounds: all of them are new.
+        let none = LxcGrant { max_cores: 0, max_memory_mb: 0, max_disk_gb: 0, features: BTreeSet::new() };
+        let was = before.lxc.as_ref().filter(|_| before.allows(Capability::Lxc)).unwrap_or(&none);
+        if let Some(now) = self.lxc.as_ref().filter(|_| self.allows(Capability::Lxc)) {
             for (what, now, was) in [
                 ("max-cores", now.max_cores, was.max_cores),
                 ("max-memory-mb", now.max_memory_mb, was.max_memory_mb),
@@ -2628,6 +2631,21 @@ default = 3
                 "lxc feature `fuse`",
                 "proxy service `db` command `restore`",
             ]
+        );
+        let none = Grants::default();
+        assert_eq!(
+            before.added_since(&none),
+            [
+                "capability `lxc`",
+                "capability `exec`",
+                "capability `proxy`",
+                "lxc max-cores 0 -> 2",
+                "lxc max-memory-mb 0 -> 1024",
+                "lxc max-disk-gb 0 -> 8",
+                "lxc feature `nesting`",
+                "proxy service `db` command `dump`",
+            ],
+            "a new lxc grant shows its bounds and features"
         );
     }
 }

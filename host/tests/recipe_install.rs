@@ -268,10 +268,9 @@ async fn refused_bundles_leave_the_catalog_as_it_was() {
     let unsigned = publisher.bundle(&repo().join("recipes/redis"), "redis-unsigned", false);
     let stderr = failed(publisher.publish(&server, &token, unsigned.to_str().unwrap(), &[]));
     assert!(stderr.contains("403 untrusted-bundle") && stderr.contains("is not signed"), "{stderr}");
-    let (status, code) =
-        post_bytes(&server, &token, fs::read(&unsigned).unwrap(), &format!("?allow_untrusted={}", "0".repeat(64)))
-            .await;
-    assert_eq!((status, code.as_str()), (403, "untrusted-bundle"));
+    // Allowing it over the API takes a server started to honour that.
+    let stderr = failed(publisher.publish(&server, &token, unsigned.to_str().unwrap(), &["--allow-untrusted"]));
+    assert!(stderr.contains("does not take allow_untrusted over the API"), "{stderr}");
 
     // Tampered: a byte flipped in the component, a truncated file, garbage.
     let bytes = fs::read(&nginx).unwrap();
@@ -311,8 +310,14 @@ async fn refused_bundles_leave_the_catalog_as_it_was() {
     );
     assert_eq!(catalog(&server).await, listed(&[("nginx", "0.1.0")]));
 
-    // Allowed for its digest: installed.
-    let out = ok(publisher.publish(&server, &token, unsigned.to_str().unwrap(), &["--allow-untrusted"]));
+    // A server that honours allow_untrusted: only for the bundle's own digest.
+    let open_data = publisher.path().join("open-data");
+    let open_token = create_token(&open_data, "operator");
+    let open = Server::start(&open_data, &["--backend", "sim", "--api-allow-untrusted"]);
+    let other_digest = format!("?allow_untrusted={}", "0".repeat(64));
+    let (status, code) = post_bytes(&open, &open_token, fs::read(&unsigned).unwrap(), &other_digest).await;
+    assert_eq!((status, code.as_str()), (403, "untrusted-bundle"));
+    let out = ok(publisher.publish(&open, &open_token, unsigned.to_str().unwrap(), &["--allow-untrusted"]));
     assert!(out.contains("redis 0.1.0 installed") && out.contains("no trusted key"), "{out}");
 }
 

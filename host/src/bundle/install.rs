@@ -41,7 +41,10 @@ pub enum InstallError {
         added.join("; ")
     )]
     GrantsGrew { id: String, version: String, installed: String, digest: String, added: Vec<String> },
-    #[error("{id} {installed} is installed; {version} is older (uninstall the recipe's bundle first to go back)")]
+    #[error(
+        "{id} {installed} is installed; {version} is older (to go back, stop the server, remove the installed \
+         recipe's directory DATA_DIR/recipes/{id}, then install the older bundle)"
+    )]
     Downgrade { id: String, version: String, installed: String },
     #[error(
         "{id} {version} is already installed from a different bundle ({installed_digest}); \
@@ -158,6 +161,8 @@ impl RecipeInstaller {
     /// now (another install may have come first).
     pub fn commit(&self, prepared: Prepared, options: &InstallOptions<'_>) -> Result<Installed, InstallError> {
         let _one_at_a_time = self.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Also one process at a time: `recipe install` beside a running server.
+        let _one_process = self.lock_data_dir()?;
         let Prepared { verified, bytes } = prepared;
         let decision = self.decide(&verified, options)?;
         if decision.unchanged {
@@ -165,6 +170,19 @@ impl RecipeInstaller {
         }
         self.store(&verified, &bytes, &self.catalog.join(&verified.manifest.recipe.id))?;
         Ok(describe(&verified, decision))
+    }
+
+    /// An exclusive `flock` on `bundles/.lock`, held until dropped.
+    fn lock_data_dir(&self) -> Result<fs::File, InstallError> {
+        use std::os::fd::AsRawFd as _;
+        fs::create_dir_all(&self.bundles).map_err(io(&self.bundles))?;
+        let path = self.bundles.join(".lock");
+        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        // SAFETY: flock on a descriptor this function owns; the lock goes with the file.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io(&path)(std::io::Error::last_os_error()));
+        }
+        Ok(file)
     }
 
     /// How `verified` relates to the installed version of its recipe.
@@ -193,7 +211,8 @@ impl RecipeInstaller {
             });
         }
         let added = verified.manifest.grants.added_since(&manifest.grants);
-        if !added.is_empty() && options.accept_grants != Some(verified.digest.as_str()) {
+        let accepted = options.accept_grants.is_some_and(|digest| digest.eq_ignore_ascii_case(&verified.digest));
+        if !added.is_empty() && !accepted {
             return Err(InstallError::GrantsGrew {
                 id,
                 version: version.to_string(),
@@ -205,9 +224,11 @@ impl RecipeInstaller {
         Ok(Decision { added_grants: added, previous_version: Some(installed.to_string()), unchanged: false })
     }
 
-    /// Unpacks into staging, keeps the bundle file, then swaps the recipe's
-    /// directory: the old version is renamed away before the new one is
-    /// renamed in, so a reader sees one or the other.
+    /// Unpacks into staging, then swaps the staged directory with the
+    /// installed one in a single `renameat2(RENAME_EXCHANGE)` (a reader sees
+    /// the old version or the new, never neither), then keeps the bundle file.
+    /// On any failure before the swap, the staged copy is removed and the
+    /// installed version is untouched.
     fn store(&self, verified: &VerifiedBundle, bytes: &[u8], target: &Path) -> Result<(), InstallError> {
         let staging_root = self.bundles.join(STAGING_DIR);
         for dir in [&self.catalog, &staging_root] {
@@ -215,37 +236,48 @@ impl RecipeInstaller {
         }
         let staged = staging_root.join(format!("{}-{}", verified.digest, std::process::id()));
         remove_dir_if_present(&staged)?;
-        unpack(verified, &staged)?;
-        let provenance = Provenance {
-            digest: verified.digest.clone(),
-            version: verified.manifest.recipe.version.to_string(),
-            signers: signer_names(verified),
-        };
-        let provenance_path = staged.join(PROVENANCE_FILE);
-        let json = serde_json::to_vec_pretty(&provenance).expect("provenance serializes");
-        fs::write(&provenance_path, json).map_err(io(&provenance_path))?;
-
+        let swapped = stage(verified, &staged).and_then(|()| swap_into_place(&staged, target));
+        // After a swap, `staged` holds the old version; either way it goes.
+        if let Err(err) = remove_dir_if_present(&staged) {
+            tracing::warn!("could not remove {}: {err}", staged.display());
+        }
+        swapped?;
         let kept = self.bundles.join(verified.index.file_name());
-        write_atomically(&kept, bytes)?;
-
-        let retired = staging_root.join(format!("retired-{}-{}", verified.manifest.recipe.id, std::process::id()));
-        remove_dir_if_present(&retired)?;
-        let had_one = target.exists();
-        if had_one {
-            fs::rename(target, &retired).map_err(io(target))?;
-        }
-        if let Err(err) = fs::rename(&staged, target) {
-            if had_one {
-                // Put the old version back: a failed install changes nothing.
-                let _ = fs::rename(&retired, target);
-            }
-            return Err(io(target)(err));
-        }
-        if had_one {
-            remove_dir_if_present(&retired)?;
+        if let Err(err) = write_atomically(&kept, bytes) {
+            // Installed all the same: the kept copy is for reference.
+            tracing::warn!("{} is installed, but keeping its bundle failed: {err}", verified.manifest.recipe.id);
         }
         Ok(())
     }
+}
+
+/// Writes the verified entries and `bundle.json` into `staged`.
+fn stage(verified: &VerifiedBundle, staged: &Path) -> Result<(), InstallError> {
+    unpack(verified, staged)?;
+    let provenance = Provenance {
+        digest: verified.digest.clone(),
+        version: verified.manifest.recipe.version.to_string(),
+        signers: signer_names(verified),
+    };
+    let provenance_path = staged.join(PROVENANCE_FILE);
+    let json = serde_json::to_vec_pretty(&provenance).expect("provenance serializes");
+    fs::write(&provenance_path, json).map_err(io(&provenance_path))
+}
+
+/// Puts `staged` at `target`: exchanged with the directory there, if any
+/// (then `staged` holds the old one), else renamed without replacing.
+fn swap_into_place(staged: &Path, target: &Path) -> Result<(), InstallError> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt as _;
+    let flags = if target.exists() { libc::RENAME_EXCHANGE } else { libc::RENAME_NOREPLACE };
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| io(p)(e.into()));
+    let (from, to) = (c(staged)?, c(target)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
+    if rc != 0 {
+        return Err(io(target)(std::io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 /// The catalog root of the installed recipes under `data_dir`.

@@ -22,8 +22,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::RunState;
 use crate::events::{EventSink, LogLevel};
 
-/// A guest line longer than this is logged in pieces.
-const MAX_LINE_BYTES: usize = 4096;
+/// A guest line longer than this is logged in pieces: the longest message an
+/// event holds. (Long, because each piece is redacted on its own, and a
+/// secret cut in two would not be recognised.)
+const MAX_LINE_BYTES: usize = crate::events::MAX_MESSAGE_BYTES;
 /// Printed bytes a run may log; the rest is counted, then dropped.
 const MAX_PRINTED_BYTES: usize = 1024 * 1024;
 
@@ -105,16 +107,22 @@ struct LineBuffer {
 impl LineBuffer {
     fn write(&mut self, mut buf: &[u8]) {
         while let Some(newline) = buf.iter().position(|&b| b == b'\n') {
-            self.pending.extend_from_slice(&buf[..newline]);
+            self.push(&buf[..newline]);
             self.emit();
             buf = &buf[newline + 1..];
         }
-        self.pending.extend_from_slice(buf);
-        while self.pending.len() >= MAX_LINE_BYTES {
-            let rest = self.pending.split_off(MAX_LINE_BYTES);
+        self.push(buf);
+    }
+
+    /// Adds to the current line, logging it in pieces of [`MAX_LINE_BYTES`].
+    fn push(&mut self, mut bytes: &[u8]) {
+        while self.pending.len() + bytes.len() >= MAX_LINE_BYTES {
+            let room = MAX_LINE_BYTES - self.pending.len();
+            self.pending.extend_from_slice(&bytes[..room]);
             self.emit();
-            self.pending = rest;
+            bytes = &bytes[room..];
         }
+        self.pending.extend_from_slice(bytes);
     }
 
     fn emit(&mut self) {
@@ -164,6 +172,26 @@ mod tests {
         out
     }
 
+    /// What a guest can ask WASI for: no variables, arguments or directories.
+    #[test]
+    fn the_context_has_no_environment_arguments_or_directories() {
+        use wasmtime_wasi::cli::WasiCliView as _;
+        use wasmtime_wasi::filesystem::WasiFilesystemView as _;
+        use wasmtime_wasi::p2::bindings::cli::environment::Host as _;
+        use wasmtime_wasi::p2::bindings::filesystem::preopens::Host as _;
+
+        struct View(WasiCtx, wasmtime::component::ResourceTable);
+        impl WasiView for View {
+            fn ctx(&mut self) -> WasiCtxView<'_> {
+                WasiCtxView { ctx: &mut self.0, table: &mut self.1 }
+            }
+        }
+        let mut view = View(sandbox_ctx(&EventSink::discard()), wasmtime::component::ResourceTable::new());
+        assert!(view.cli().get_environment().unwrap().is_empty(), "no environment");
+        assert!(view.cli().get_arguments().unwrap().is_empty(), "no arguments");
+        assert!(view.filesystem().get_directories().unwrap().is_empty(), "no preopened directory");
+    }
+
     #[test]
     fn lines_written_in_pieces_are_logged_once_and_a_last_partial_line_is_kept() {
         let lines = logged(&[b"hel", b"lo\nwor", b"ld\r\n", b"no newline"]);
@@ -177,6 +205,10 @@ mod tests {
         let long = vec![b'x'; MAX_LINE_BYTES + 10];
         let lines = logged(&[&long]);
         assert_eq!(lines.iter().map(|(_, m)| m.len()).collect::<Vec<_>>(), [MAX_LINE_BYTES, 10]);
+        let mut with_newline = vec![b'y'; 2 * MAX_LINE_BYTES + 1];
+        with_newline.push(b'\n');
+        let lines = logged(&[b"ab", &with_newline]);
+        assert_eq!(lines.iter().map(|(_, m)| m.len()).collect::<Vec<_>>(), [MAX_LINE_BYTES, MAX_LINE_BYTES, 3]);
 
         let line = [b'y'; 1023];
         let mut flood: Vec<&[u8]> = Vec::new();

@@ -225,23 +225,9 @@ pub fn ensure_built(dir: &Path, rebuild: bool) -> Result<PathBuf> {
     Ok(built.component)
 }
 
-/// A file in the recipe directory modified after `component`, if any (the
+/// A source file of the recipe modified after `component`, if any (the
 /// SDK and WIT outside it are not looked at: `--build` covers those).
 fn newer_source(dir: &Path, component: &Path) -> Option<PathBuf> {
     let built = std::fs::metadata(component).and_then(|m| m.modified()).ok()?;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current).ok()?.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                if entry.file_name() != "target" {
-                    pending.push(path);
-                }
-            } else if meta.modified().is_ok_and(|modified| modified > built) {
-                return Some(path);
-            }
-        }
-    }
-    None
+    recipe_test::newest_source(dir).filter(|(modified, _)| *modified > built).map(|(_, path)| path)
 }

@@ -43,6 +43,9 @@ pub struct ServeConfig {
     /// Trusted publisher keys for installing bundles, one `ed25519 BASE64 NAME`
     /// per `*.pub` file (default: `DATA_DIR/trusted-keys`).
     pub trusted_keys: Option<PathBuf>,
+    /// Let `POST /recipes?allow_untrusted=DIGEST` install a bundle no trusted
+    /// key signed. Off: such bundles go in only with `recipe install` on this host.
+    pub api_allow_untrusted: bool,
     /// `lxc` (real containers on this host), `proxmox` (a PVE cluster, see `[proxmox]`) or `sim` (nothing is created).
     pub backend: String,
     /// The lxc backend's container directory.
@@ -78,6 +81,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from("/var/lib/proximity"),
             catalog: None,
             trusted_keys: None,
+            api_allow_untrusted: false,
             backend: "lxc".into(),
             lxc_path: PathBuf::from("/var/lib/proximity/lxc"),
             lxc_bridge: "auto".into(),
@@ -112,10 +116,14 @@ pub struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<PathBuf>,
-    /// Directory of trusted publisher keys [default: DATA_DIR/trusted-keys].
+    /// Directory of trusted publisher keys [default: DATA_DIR/trusted-keys], read at start.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_keys: Option<PathBuf>,
+    /// Honour `allow_untrusted` in `POST /recipes` (unsigned bundles over the API).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub api_allow_untrusted: bool,
     /// lxc or sim.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +167,7 @@ impl ServeConfig {
             "data_dir",
             "catalog",
             "trusted_keys",
+            "api_allow_untrusted",
             "backend",
             "lxc_path",
             "lxc_bridge",
@@ -283,7 +292,11 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     crate::server::serve_with(
         listener,
         tls,
-        crate::server::ServerState { jobs, installer: installer.map(Arc::new) },
+        crate::server::ServerState {
+            jobs,
+            installer: installer.map(Arc::new),
+            api_allow_untrusted: config.api_allow_untrusted,
+        },
         shutdown_signal(),
     )
     .await?;

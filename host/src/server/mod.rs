@@ -39,6 +39,9 @@ pub struct ServerState {
     /// Installs bundles into the served catalog (`POST /recipes`); `None`
     /// when the catalog is a directory of recipe sources.
     pub installer: Option<Arc<crate::bundle::RecipeInstaller>>,
+    /// Whether `POST /recipes?allow_untrusted=` is honoured. Off by default:
+    /// a token alone should not be enough to run code no trusted key signed.
+    pub api_allow_untrusted: bool,
 }
 
 /// Every route, as (method, path below [`api::PREFIX`]). The router is built

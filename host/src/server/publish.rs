@@ -4,7 +4,8 @@
 //! fetched from `{"url": …}`. It is verified against the server's trusted
 //! keys, its component is loaded and instantiated with its own grants, and
 //! only then does it replace the installed version. A bundle that is
-//! unsigned or signed by an unknown key needs `?allow_untrusted=DIGEST`; a new
+//! unsigned or signed by an unknown key needs `?allow_untrusted=DIGEST`, which
+//! only a server started with `--api-allow-untrusted` honours; a new
 //! version that asks for more than the installed one needs
 //! `?accept_grants=DIGEST`. Both name the very bundle the operator reviewed.
 
@@ -79,9 +80,26 @@ pub(crate) async fn install(
         }
     };
 
-    let trust = query.allow_untrusted.as_deref().map(|digest| installer.trust().clone().allow_digest(digest));
-    let options = InstallOptions { accept_grants: query.accept_grants.as_deref() };
-    let prepared = installer.prepare(bytes, trust.as_ref(), &options).map_err(install_error)?;
+    if query.allow_untrusted.is_some() && !state.api_allow_untrusted {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "untrusted-bundle",
+            "this server does not take allow_untrusted over the API: install the bundle on its host with \
+             `proximity recipe install --allow-untrusted`, or start it with --api-allow-untrusted",
+        ));
+    }
+    // Hashing and reading up to the bundle limit: off the async threads.
+    let prepared = {
+        let installer = installer.clone();
+        let (allow_untrusted, accept_grants) = (query.allow_untrusted.clone(), query.accept_grants.clone());
+        tokio::task::spawn_blocking(move || {
+            let trust = allow_untrusted.as_deref().map(|digest| installer.trust().clone().allow_digest(digest));
+            installer.prepare(bytes, trust.as_ref(), &InstallOptions { accept_grants: accept_grants.as_deref() })
+        })
+        .await
+        .map_err(|err| ApiError::internal(format!("a worker thread failed: {err}")))?
+        .map_err(install_error)?
+    };
 
     crate::bundle::install::check_component(state.jobs.runtime(), &prepared)
         .await

@@ -76,4 +76,4 @@ pub use format::{
 };
 pub use render::{header, line_diff, render, render_case, render_failure, summary, text_diff, RenderOptions};
 pub use report::{BuildNote, CaseReport, Failure, SuiteReport};
-pub use runner::{argv_line, failure_kind, is_stale, run_tests, BuildPolicy, TestOptions};
+pub use runner::{argv_line, failure_kind, is_stale, newest_source, run_tests, BuildPolicy, TestOptions};

@@ -117,7 +117,7 @@ pub fn is_stale(dir: &Path) -> bool {
     let component = proximity_builder::component_path(dir);
     let built = [component.clone(), checked_marker(dir)].iter().filter_map(|p| mtime(p)).max();
     match built {
-        Some(built) if component.is_file() => newest_source(dir).is_some_and(|newest| newest > built),
+        Some(built) if component.is_file() => newest_source(dir).is_some_and(|(newest, _)| newest > built),
         _ => true,
     }
 }
@@ -131,11 +131,12 @@ fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// The newest modification time among the files a build reads: everything in
-/// the recipe directory but `target/` and the files only the host reads.
-fn newest_source(dir: &Path) -> Option<SystemTime> {
+/// The newest file a build reads, with its modification time: everything in
+/// the recipe directory but build output and the files only the host reads.
+pub fn newest_source(dir: &Path) -> Option<(SystemTime, PathBuf)> {
     const HOST_ONLY: [&str; 3] = [format::TEST_FILE, crate::backend::sim::SIM_SCRIPT_FILE, "recipe.toml"];
-    let mut newest = None;
+    const NOT_READ: [&str; 4] = ["target", ".git", "node_modules", "__pycache__"];
+    let mut newest: Option<(SystemTime, PathBuf)> = None;
     let mut pending = vec![dir.to_path_buf()];
     while let Some(current) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&current) else { continue };
@@ -143,13 +144,15 @@ fn newest_source(dir: &Path) -> Option<SystemTime> {
             let name = entry.file_name();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                if name != "target" && name != ".git" {
+                if !NOT_READ.iter().any(|n| name == *n) {
                     pending.push(entry.path());
                 }
             } else if current == dir && HOST_ONLY.iter().any(|f| name == *f) {
                 continue;
             } else if let Ok(modified) = meta.modified() {
-                newest = newest.max(Some(modified));
+                if newest.as_ref().is_none_or(|(time, _)| modified > *time) {
+                    newest = Some((modified, entry.path()));
+                }
             }
         }
     }

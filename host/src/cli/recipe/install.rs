@@ -79,7 +79,9 @@ pub async fn install(args: InstallArgs) -> Result<()> {
             Err(err) => return Err(refused(&args.bundle, err, &keys)),
         }
     };
-    let runtime = Runtime::new(RuntimeConfig { pooling: false, ..RuntimeConfig::default() })?;
+    // The server's own code cache: what is checked here is compiled once.
+    let cache_dir = Some(args.data_dir.join("native"));
+    let runtime = Runtime::new(RuntimeConfig { pooling: false, cache_dir, ..RuntimeConfig::default() })?;
     bundle::install::check_component(&runtime, &prepared).await?;
     let options = InstallOptions { accept_grants: accept.as_deref() };
     let installed = installer.commit(prepared, &options).map_err(|err| refused(&args.bundle, err, &keys))?;
