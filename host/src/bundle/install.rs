@@ -267,17 +267,8 @@ fn stage(verified: &VerifiedBundle, staged: &Path) -> Result<(), InstallError> {
 /// Puts `staged` at `target`: exchanged with the directory there, if any
 /// (then `staged` holds the old one), else renamed without replacing.
 fn swap_into_place(staged: &Path, target: &Path) -> Result<(), InstallError> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt as _;
     let flags = if target.exists() { libc::RENAME_EXCHANGE } else { libc::RENAME_NOREPLACE };
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| io(p)(e.into()));
-    let (from, to) = (c(staged)?, c(target)?);
-    // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
-    if rc != 0 {
-        return Err(io(target)(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    super::verify::renameat2(staged, target, flags).map_err(io(target))
 }
 
 /// The catalog root of the installed recipes under `data_dir`.

@@ -154,20 +154,22 @@ pub fn unpack(verified: &VerifiedBundle, dir: &Path) -> Result<(), BundleError> 
 /// `rename`, failing if `to` appeared meanwhile (a plain rename would replace
 /// an empty directory).
 fn rename_no_replace(from: &Path, to: &Path) -> Result<(), BundleError> {
+    renameat2(from, to, libc::RENAME_NOREPLACE).map_err(|err| match err.kind() {
+        std::io::ErrorKind::AlreadyExists => BundleError::AlreadyExists { path: to.to_owned() },
+        _ => BundleError::Io { path: to.to_owned(), source: err },
+    })
+}
+
+/// Linux `renameat2(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+pub(super) fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt as _;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| BundleError::io(p)(e.into()));
-    let (from_c, to_c) = (c(from)?, c(to)?);
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::from);
+    let (from, to) = (c(from)?, c(to)?);
     // SAFETY: both are valid NUL-terminated paths that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(libc::AT_FDCWD, from_c.as_ptr(), libc::AT_FDCWD, to_c.as_ptr(), libc::RENAME_NOREPLACE)
-    };
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
     if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(match err.kind() {
-            std::io::ErrorKind::AlreadyExists => BundleError::AlreadyExists { path: to.to_owned() },
-            _ => BundleError::Io { path: to.to_owned(), source: err },
-        });
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
