@@ -129,18 +129,6 @@ impl RecipeInstaller {
         self.limits
     }
 
-    /// Verifies `bytes` and, when every check passes, makes it the installed
-    /// version of its recipe: [`RecipeInstaller::prepare`], then [`RecipeInstaller::commit`].
-    pub fn install(
-        &self,
-        bytes: &[u8],
-        trust: Option<&TrustPolicy>,
-        options: &InstallOptions<'_>,
-    ) -> Result<Installed, InstallError> {
-        let prepared = self.prepare(bytes.to_vec(), trust, options)?;
-        self.commit(prepared, options)
-    }
-
     /// Every check that needs no writing: the bundle verified against the
     /// trust policy (`trust` may be wider than the installer's own: an
     /// operator allowing one unsigned bundle by its digest), then compared
