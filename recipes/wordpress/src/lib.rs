@@ -1,10 +1,15 @@
 //! WordPress and MariaDB under Docker Compose in an Alpine LXC.
 //!
-//! The flow: container with nesting + keyctl, Docker and the compose plugin,
+//! Install: container with nesting + keyctl, Docker and the compose plugin,
 //! the compose file from `compose.yml` with the host-generated passwords,
 //! pull, up, check the services, probe HTTP.
+//!
+//! Upgrade: the compose file of this recipe version (its image tags) with the
+//! app's own passwords, pull, `up` (only changed services are recreated),
+//! the same checks. Uninstall: `compose down`, so MariaDB stops cleanly
+//! before the host destroys the container and its volumes with it.
 
-use proximity_sdk::compose::yaml_string;
+use proximity_sdk::compose::{uninstall_app_project, yaml_string};
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
 
@@ -19,6 +24,8 @@ const READY_PATH: &str = "/wp-admin/install.php";
 const RUNNING_CHECKS: u32 = 10;
 const RUNNING_CHECK_PAUSE: Duration = Duration::from_secs(3);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on `compose down` at uninstall.
+const DOWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The operator's settings for one install, read from the context.
 struct Settings<'a> {
@@ -79,28 +86,40 @@ impl Recipe for WordPress {
         compose.wait_running(&SERVICES, RUNNING_CHECKS, RUNNING_CHECK_PAUSE)?;
 
         progress::step("Waiting for WordPress");
-        c.wait_port(settings.http_port, settings.start_timeout)?;
-        c.wait_http(settings.http_port, READY_PATH, Some(200), settings.start_timeout)?;
+        settings.wait_answering(&c)?;
+        app_info(&c, settings.http_port, &compose)
+    }
 
-        let address = c.address()?;
-        Ok(AppInfo::new()
-            .with_url(url(&address, settings.http_port))
-            .with_address(address)
-            .with_port(settings.http_port)
-            .with_output("compose-file", compose.file_path()))
+    fn upgrade(ctx: &Context, from_version: &str) -> Result<AppInfo> {
+        let settings = Settings::from_context(ctx)?;
+        let compose_file = settings.compose_file()?;
+
+        progress::step("Checking Docker");
+        let c = app_container()?;
+        let docker = c.docker()?;
+        docker.wait_ready()?;
+
+        progress::step("Updating the services");
+        let compose = docker.compose(PROJECT_DIR);
+        let timeouts = RollOut::new(settings.pull_timeout, settings.start_timeout);
+        compose.roll_out(&compose_file, &SERVICES, &timeouts)?;
+
+        progress::step("Waiting for WordPress");
+        settings.wait_answering(&c)?;
+        log::info(format!("WordPress upgraded from recipe {from_version} to {}", ctx.recipe_version()));
+        app_info(&c, settings.http_port, &compose)
+    }
+
+    fn uninstall(_ctx: &Context) -> Result<()> {
+        progress::step("Stopping WordPress");
+        uninstall_app_project(PROJECT_DIR, DOWN_TIMEOUT)
     }
 
     fn health(ctx: &Context) -> Result<HealthReport> {
         let http_port: u16 = ctx.param_int_as("http-port")?;
         let c = app_container()?;
         let docker = c.docker()?;
-        let compose = docker.compose(PROJECT_DIR);
-
-        let services_check = match compose.not_running(&SERVICES, HEALTH_TIMEOUT) {
-            Ok(missing) if missing.is_empty() => HealthCheck::pass("services", SERVICES.join(", ")),
-            Ok(missing) => HealthCheck::fail("services", format!("not running: {}", missing.join(", "))),
-            Err(e) => HealthCheck::fail("services", e.to_string()),
-        };
+        let services_check = docker.compose(PROJECT_DIR).services_check(&SERVICES, HEALTH_TIMEOUT);
 
         // Any answer below 500 means WordPress reached its database.
         let http_check = match c.wait_http(http_port, "/wp-login.php", None, HEALTH_TIMEOUT) {
@@ -113,12 +132,21 @@ impl Recipe for WordPress {
     }
 }
 
-fn url(address: &str, port: u16) -> String {
-    if port == 80 {
-        format!("http://{address}/")
-    } else {
-        format!("http://{address}:{port}/")
+impl Settings<'_> {
+    /// The port accepts connections and WordPress reaches its database.
+    fn wait_answering(&self, c: &Container) -> Result<()> {
+        c.wait_port(self.http_port, self.start_timeout)?;
+        c.wait_http(self.http_port, READY_PATH, Some(200), self.start_timeout).map(drop)
     }
+}
+
+fn app_info(c: &Container, http_port: u16, compose: &Compose) -> Result<AppInfo> {
+    let address = c.address()?;
+    Ok(AppInfo::new()
+        .with_url(http_url(&address, http_port))
+        .with_address(address)
+        .with_port(http_port)
+        .with_output("compose-file", compose.file_path()))
 }
 
 proximity_sdk::export_recipe!(WordPress);

@@ -2,6 +2,8 @@
 // the daemon, and one compose project's file, pull, up and status.
 
 import { Backend, RecipeError } from './errors.js';
+import { warn } from './progress.js';
+import { HealthCheck } from './report.js';
 
 /** `docker info` attempts before the daemon counts as not starting, and the pause between them. */
 const READY_ATTEMPTS = 30;
@@ -11,6 +13,8 @@ const INFO_TIMEOUT = 30;
 export const COMPOSE_FILE_NAME = 'docker-compose.yml';
 /** Bound on one `ps` call. */
 const STATUS_TIMEOUT = 60;
+/** Seconds compose gives a service to stop on `down` before killing it. */
+export const STOP_GRACE_SECS = 30;
 
 /**
  * `value` as a double-quoted YAML string that compose takes literally: YAML
@@ -111,9 +115,79 @@ export class Compose {
     this.container.writeFile(this.filePath, yaml, { mode: 0o600 });
   }
 
-  /** Run a compose subcommand for this project; returns stdout. */
-  run(args, timeout) {
-    return this.container.run([...this.command, '-f', this.filePath, ...args], { cwd: this.dir, timeout });
+  /** Run a compose subcommand for this project; returns stdout. Options as `Container.run` (the cwd is the project's). */
+  run(args, timeout, options = {}) {
+    return this.container.run([...this.command, '-f', this.filePath, ...args], { ...options, cwd: this.dir, timeout });
+  }
+
+  /**
+   * `up -d --remove-orphans`: bring the project to what its file says now,
+   * recreating services whose image or settings changed.
+   */
+  upChanged(timeout) {
+    this.run(['up', '-d', '--remove-orphans'], timeout);
+  }
+
+  /** `down --remove-orphans --timeout 30`, with `--volumes` when `volumes` is true. */
+  down({ volumes = false, timeout } = {}) {
+    const args = ['down', '--remove-orphans', '--timeout', String(STOP_GRACE_SECS)];
+    if (volumes) args.push('--volumes');
+    this.run(args, timeout);
+  }
+
+  /**
+   * Run `argv` in the running `service` without a terminal (`exec -T [--user U]`);
+   * returns stdout. Secrets go in `stdin`, not in `argv`.
+   */
+  exec(service, argv, { user, stdin, env, timeout } = {}) {
+    const args = ['exec', '-T'];
+    if (user) args.push('--user', user);
+    return this.run([...args, service, ...argv.map(String)], timeout, { stdin, env });
+  }
+
+  /**
+   * An upgrade's whole compose part: write `yaml`, pull, `upChanged`, and
+   * wait until `services` run. Timeouts in seconds.
+   */
+  rollOut(yaml, services, { pull = 600, start = 300, attempts = 10, pause = 3 } = {}) {
+    this.writeFile(yaml);
+    try {
+      this.pull(pull);
+    } catch (e) {
+      if (e instanceof RecipeError) throw e.context('pulling images');
+      throw e;
+    }
+    try {
+      this.upChanged(start);
+    } catch (e) {
+      if (e instanceof RecipeError) throw e.context('starting the services');
+      throw e;
+    }
+    this.waitRunning(services, { attempts, pause });
+  }
+
+  /**
+   * Take the project down before the host destroys its container: `down`
+   * without `--volumes` (they live on the disk that goes), so services stop
+   * cleanly. A container that no longer answers is no reason to keep the
+   * app: the failure is a warning.
+   */
+  stopForRemoval(timeout = 120) {
+    try {
+      this.down({ timeout });
+    } catch (e) {
+      if (!(e instanceof RecipeError)) throw e;
+      warn(`could not take the compose project in ${this.dir} down: ${e.message}`);
+    }
+  }
+
+  /** A health check named `services`: passes when all of `services` run. */
+  servicesCheck(services, timeout = STATUS_TIMEOUT) {
+    return HealthCheck.of('services', () => {
+      const missing = this.notRunning(services, timeout);
+      if (missing.length > 0) throw new Backend(`not running: ${missing.join(', ')}`);
+      return services.join(', ');
+    });
   }
 
   /** `pull --quiet`: fetch every image. */
@@ -150,4 +224,26 @@ export class Compose {
       this.container.pause(pause);
     }
   }
+}
+
+/**
+ * What a compose app's `uninstall` does before the host destroys its
+ * containers: the project in `projectDir` of the app's first container is
+ * taken down with `Compose.stopForRemoval`. Never fails for want of a
+ * running container or Docker: those are warnings.
+ */
+export function uninstallAppProject(container, projectDir, timeout = 120) {
+  if (!container) {
+    warn('this app has no container left: nothing to take down');
+    return;
+  }
+  let compose;
+  try {
+    compose = container.docker().compose(projectDir);
+  } catch (e) {
+    if (!(e instanceof RecipeError)) throw e;
+    warn(`could not reach Docker in container ${container.id}: ${e.message}`);
+    return;
+  }
+  compose.stopForRemoval(timeout);
 }

@@ -37,7 +37,7 @@ export {
   commandFailed,
   osFamilyFromRelease,
 } from './container.js';
-export { Compose, Docker, installDocker, yamlString } from './docker.js';
+export { Compose, Docker, installDocker, uninstallAppProject, yamlString } from './docker.js';
 export { Backend, Denied, InvalidInput, NotFound, RecipeError, Timeout } from './errors.js';
 export { Recipe, exportRecipe } from './recipe.js';
 export { AppInfo, HealthCheck, HealthReport, httpUrl } from './report.js';

@@ -5,12 +5,17 @@ use core::time::Duration;
 use crate::container::Container;
 use crate::error::{Error, Result, ResultExt};
 use crate::exec::ExecOptions;
+use crate::report::HealthCheck;
 
 /// The file name `Compose::write_file` uses inside the project directory.
 pub const COMPOSE_FILE_NAME: &str = "docker-compose.yml";
 
 /// Bound on one `ps` call made by `wait_running`.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Seconds compose gives a service to stop before killing it, on `down`:
+/// databases get time to flush.
+pub const STOP_GRACE_SECS: u32 = 30;
 
 /// `value` as a double-quoted YAML string that compose takes literally:
 /// YAML escapes for backslash, `"` and control characters, and `$` doubled so
@@ -97,6 +102,71 @@ impl<'c> Compose<'c> {
         self.run(&["up", "-d"], timeout).map(drop)
     }
 
+    /// `up -d --remove-orphans`: bring the project to what the file says
+    /// now, recreating the services whose image or settings changed and
+    /// removing services the file no longer has.
+    pub fn up_changed(&self, timeout: Duration) -> Result<()> {
+        self.run(&["up", "-d", "--remove-orphans"], timeout).map(drop)
+    }
+
+    /// `down --remove-orphans --timeout 30`: stop and remove the project's
+    /// containers and networks, giving each service [`STOP_GRACE_SECS`] to
+    /// stop. With `volumes`, its named volumes go too (`--volumes`).
+    pub fn down(&self, volumes: bool, timeout: Duration) -> Result<()> {
+        let grace = STOP_GRACE_SECS.to_string();
+        let mut args = vec!["down", "--remove-orphans", "--timeout", grace.as_str()];
+        if volumes {
+            args.push("--volumes");
+        }
+        self.run(&args, timeout).map(drop)
+    }
+
+    /// Run `argv` in the running `service` (`exec -T [--user U] SERVICE …`),
+    /// without a terminal; returns stdout. Secrets belong in
+    /// `options.stdin`, not in `argv`.
+    pub fn exec(&self, service: &str, user: Option<&str>, argv: &[&str], options: &ExecOptions) -> Result<String> {
+        let mut args = vec!["exec", "-T"];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        args.push(service);
+        args.extend_from_slice(argv);
+        self.run_with(&args, options)
+    }
+
+    /// Write `yaml` as the project's file, pull its images, bring it up with
+    /// [`up_changed`](Self::up_changed) and wait until `services` run: the
+    /// whole of an upgrade of a compose app, before its own probes.
+    pub fn roll_out(&self, yaml: &str, services: &[&str], timeouts: &RollOut) -> Result<()> {
+        self.write_file(yaml)?;
+        self.pull(timeouts.pull).context("pulling images")?;
+        self.up_changed(timeouts.start).context("starting the services")?;
+        self.wait_running(services, timeouts.running_checks, timeouts.running_pause)
+    }
+
+    /// Take the project down before the host destroys its container (an
+    /// uninstall): `down` without `--volumes`, so services stop cleanly (a
+    /// database flushes) and nothing writes while the disk goes; the volumes
+    /// live on that disk and go with it. A container that no longer answers
+    /// (stopped, Docker broken) is no reason to keep the app: the failure is
+    /// logged as a warning and `Ok` returned.
+    pub fn stop_for_removal(&self, timeout: Duration) -> Result<()> {
+        if let Err(e) = self.down(false, timeout) {
+            crate::log::warn(format!("could not take the compose project in {} down: {e}", self.dir));
+        }
+        Ok(())
+    }
+
+    /// A health check named `services` that passes when every one of
+    /// `services` runs, and names the ones that do not.
+    pub fn services_check(&self, services: &[&str], timeout: Duration) -> HealthCheck {
+        match self.not_running(services, timeout) {
+            Ok(missing) if missing.is_empty() => HealthCheck::pass("services", services.join(", ")),
+            Ok(missing) => HealthCheck::fail("services", format!("not running: {}", missing.join(", "))),
+            Err(e) => HealthCheck::fail("services", e.to_string()),
+        }
+    }
+
     /// `ps`: the human-readable status table.
     pub fn ps(&self, timeout: Duration) -> Result<String> {
         self.run(&["ps"], timeout)
@@ -137,10 +207,53 @@ impl<'c> Compose<'c> {
 
     /// Run a compose subcommand for this project; returns stdout.
     pub fn run(&self, args: &[&str], timeout: Duration) -> Result<String> {
+        self.run_with(args, &ExecOptions::new().timeout(timeout))
+    }
+
+    /// [`run`](Self::run) with options (stdin, environment); the working
+    /// directory is always the project's.
+    pub fn run_with(&self, args: &[&str], options: &ExecOptions) -> Result<String> {
         let file = self.file_path();
         let argv = [self.command.argv_prefix(), &["-f", file.as_str()], args].concat();
-        let options = ExecOptions::new().cwd(self.dir.as_str()).timeout(timeout);
+        let options = options.clone().cwd(self.dir.as_str());
         self.container.run_with(&argv, &options)
+    }
+}
+
+/// What a compose app's `uninstall` does before the host destroys its
+/// containers: the project in `project_dir` of the app's first container is
+/// taken down with [`Compose::stop_for_removal`]. Never fails for want of a
+/// running container or Docker: those are logged as warnings.
+pub fn uninstall_app_project(project_dir: &str, timeout: Duration) -> Result<()> {
+    let Some(container) = crate::container::app_containers().into_iter().next() else {
+        crate::log::warn("this app has no container left: nothing to take down");
+        return Ok(());
+    };
+    match container.docker() {
+        Ok(docker) => docker.compose(project_dir).stop_for_removal(timeout),
+        Err(e) => {
+            crate::log::warn(format!("could not reach Docker in container {}: {e}", container.id()));
+            Ok(())
+        }
+    }
+}
+
+/// Time allowed for each part of [`Compose::roll_out`].
+#[derive(Clone, Debug)]
+pub struct RollOut {
+    /// `pull`.
+    pub pull: Duration,
+    /// `up`.
+    pub start: Duration,
+    /// `ps` checks until every service runs, and the pause between them.
+    pub running_checks: u32,
+    pub running_pause: Duration,
+}
+
+impl RollOut {
+    /// Pull and start bounds, with 10 status checks 3 s apart.
+    pub fn new(pull: Duration, start: Duration) -> Self {
+        RollOut { pull, start, running_checks: 10, running_pause: Duration::from_secs(3) }
     }
 }
 

@@ -50,7 +50,7 @@ pub mod template;
 mod panic_hook;
 mod text;
 
-pub use compose::{Compose, ComposeCommand};
+pub use compose::{Compose, ComposeCommand, RollOut};
 pub use container::{app_container, app_containers, create_container, Container, ContainerSpec};
 pub use context::Context;
 pub use docker::Docker;
@@ -61,15 +61,15 @@ pub use os::OsFamily;
 #[doc(hidden)]
 pub use recipe::Exported;
 pub use recipe::Recipe;
-pub use report::{AppInfo, HealthCheck, HealthReport};
+pub use report::{http_url, https_url, AppInfo, HealthCheck, HealthReport};
 
 /// Everything a typical recipe uses, in one import.
 pub mod prelude {
-    pub use crate::{
-        app_container, app_containers, create_container, log, progress, AppInfo, Compose, Container, ContainerSpec,
-        Context, Error, ExecOptions, ExecOutput, FileOptions, HealthCheck, HealthReport, OsFamily, Recipe, Result,
-        ResultExt,
-    };
     pub use crate::proxy;
+    pub use crate::{
+        app_container, app_containers, create_container, http_url, https_url, log, progress, AppInfo, Compose,
+        Container, ContainerSpec, Context, Error, ExecOptions, ExecOutput, FileOptions, HealthCheck, HealthReport,
+        OsFamily, Recipe, Result, ResultExt, RollOut,
+    };
     pub use core::time::Duration;
 }

@@ -72,3 +72,34 @@ impl HealthReport {
         HealthReport { healthy: checks.iter().all(|c| c.ok), checks }
     }
 }
+
+/// `http://ADDRESS/`, with `:PORT` unless it is 80.
+pub fn http_url(address: &str, port: u16) -> String {
+    if port == 80 {
+        format!("http://{address}/")
+    } else {
+        format!("http://{address}:{port}/")
+    }
+}
+
+/// `https://ADDRESS/`, with `:PORT` unless it is 443.
+pub fn https_url(address: &str, port: u16) -> String {
+    if port == 443 {
+        format!("https://{address}/")
+    } else {
+        format!("https://{address}:{port}/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_leave_out_default_ports() {
+        assert_eq!(http_url("10.0.3.5", 80), "http://10.0.3.5/");
+        assert_eq!(http_url("10.0.3.5", 3000), "http://10.0.3.5:3000/");
+        assert_eq!(https_url("10.0.3.5", 443), "https://10.0.3.5/");
+        assert_eq!(https_url("10.0.3.5", 9443), "https://10.0.3.5:9443/");
+    }
+}
