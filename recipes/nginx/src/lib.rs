@@ -1,4 +1,9 @@
 //! nginx on Debian 12, serving one page that shows the `greeting` parameter.
+//!
+//! Install: container, Debian's nginx, the page and the site, a checked
+//! reload, the page answers. Upgrade: Debian's newest nginx, the page and site
+//! written again, the same checks. Uninstall: nginx stopped (the host destroys
+//! the container). Health: the service, the configuration and the page.
 
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
@@ -13,6 +18,7 @@ const SITE_CONFIG: &str = include_str!("../site.conf");
 const INDEX_TEMPLATE: &str = include_str!("../index.html");
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+const PACKAGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 struct Nginx;
 
@@ -26,33 +32,100 @@ impl Recipe for Nginx {
         progress::step("Installing nginx");
         c.install_packages(&["nginx"])?;
 
-        progress::step("Writing the site");
-        let index = template::render(
-            INDEX_TEMPLATE,
-            &[("greeting", &html_escape(greeting)), ("app-id", &html_escape(ctx.app_id()))],
-        )?;
-        c.write_file(INDEX_PATH, index, 0o644)?;
-        c.write_file(SITE_CONFIG_PATH, SITE_CONFIG, 0o644)?;
-
-        progress::step("Starting nginx");
-        c.run(&["nginx", "-t"]).context("checking the nginx configuration")?;
-        c.run(&["systemctl", "enable", "nginx"])?;
+        write_site(&c, ctx, greeting)?;
         // The package already started nginx with its own default site.
-        c.run(&["systemctl", "reload-or-restart", "nginx"])?;
+        start_and_wait(&c)?;
+        app_info(&c)
+    }
 
-        progress::step("Waiting for nginx");
-        c.wait_port(HTTP_PORT, START_TIMEOUT)?;
-        c.wait_http(HTTP_PORT, "/", Some(200), START_TIMEOUT)?;
+    /// Debian's newest nginx for this release, the site written again with
+    /// the app's current greeting, a checked reload, and the same answer.
+    fn upgrade(ctx: &Context, from_version: &str) -> Result<AppInfo> {
+        let greeting = ctx.param_str("greeting")?;
+        let c = app_container()?;
 
-        let address = c.address()?;
-        Ok(AppInfo::new().with_url(format!("http://{address}/")).with_address(address).with_port(HTTP_PORT))
+        progress::step("Upgrading nginx");
+        log::info(format!("from recipe version {from_version}"));
+        let apt = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(PACKAGE_TIMEOUT);
+        c.run_with(&["apt-get", "update", "-q"], &apt).context("refreshing the package lists")?;
+        // The site file is one of nginx-common's conffiles: keep ours
+        // (--force-confold) rather than stop at dpkg's question.
+        c.run_with(
+            &[
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--only-upgrade",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "nginx",
+                "nginx-common",
+            ],
+            &apt,
+        )
+        .context("upgrading nginx")?;
+
+        write_site(&c, ctx, greeting)?;
+        start_and_wait(&c)?;
+        app_info(&c)
+    }
+
+    /// Stop and disable nginx; the host destroys the container afterwards.
+    /// Best effort: a stopped container cannot run the command, and that
+    /// must not keep the app from being removed.
+    fn uninstall(_ctx: &Context) -> Result<()> {
+        progress::step("Stopping nginx");
+        for c in app_containers() {
+            if let Err(err) = c.run(&["systemctl", "disable", "--now", "nginx"]) {
+                log::warn(format!("could not stop nginx in {}: {err}", c.id()));
+            }
+        }
+        Ok(())
     }
 
     fn health(_ctx: &Context) -> Result<HealthReport> {
         let c = app_container()?;
+        let service = c.run(&["systemctl", "is-active", "--quiet", "nginx"]);
+        let config = c.run(&["nginx", "-t", "-q"]);
         let probe = c.wait_http(HTTP_PORT, "/", Some(200), HEALTH_TIMEOUT);
-        Ok(HealthReport::from_checks(vec![HealthCheck::from_result("http", &probe, "GET / answered 200")]))
+        Ok(HealthReport::from_checks(vec![
+            HealthCheck::from_result("service", &service, "nginx is active"),
+            HealthCheck::from_result("config", &config, "the configuration checks"),
+            HealthCheck::from_result("http", &probe, "GET / answered 200"),
+        ]))
     }
+}
+
+/// The page with the greeting, and the site that serves it.
+fn write_site(c: &Container, ctx: &Context, greeting: &str) -> Result<()> {
+    progress::step("Writing the site");
+    let index = template::render(
+        INDEX_TEMPLATE,
+        &[("greeting", &html_escape(greeting)), ("app-id", &html_escape(ctx.app_id()))],
+    )?;
+    c.write_file(INDEX_PATH, index, 0o644)?;
+    c.write_file(SITE_CONFIG_PATH, SITE_CONFIG, 0o644)
+}
+
+/// Check the configuration, (re)load nginx, and wait for the page.
+fn start_and_wait(c: &Container) -> Result<()> {
+    progress::step("Starting nginx");
+    c.run(&["nginx", "-t"]).context("checking the nginx configuration")?;
+    c.run(&["systemctl", "enable", "nginx"])?;
+    c.run(&["systemctl", "reload-or-restart", "nginx"])?;
+
+    progress::step("Waiting for nginx");
+    c.wait_port(HTTP_PORT, START_TIMEOUT)?;
+    c.wait_http(HTTP_PORT, "/", Some(200), START_TIMEOUT)?;
+    Ok(())
+}
+
+fn app_info(c: &Container) -> Result<AppInfo> {
+    let address = c.address()?;
+    Ok(AppInfo::new().with_url(format!("http://{address}/")).with_address(address).with_port(HTTP_PORT))
 }
 
 /// Text made safe for HTML element content and attribute values.

@@ -1,5 +1,10 @@
 //! Redis on Debian 12: the distribution's package with a password and a
 //! memory cap, reachable on the container's address.
+//!
+//! Install: container, redis-server, the configuration, restart, PING.
+//! Upgrade: Debian's newest redis-server, the configuration written again,
+//! restart, PING. Uninstall: Redis stopped (the host destroys the container).
+//! Health: the service, the port from the host, and PING with the password.
 
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
@@ -10,6 +15,7 @@ const CONFIG_PATH: &str = "/etc/redis/redis.conf";
 const CONFIG_TEMPLATE: &str = include_str!("../redis.conf");
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+const PACKAGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 struct Redis;
 
@@ -38,19 +44,58 @@ impl Recipe for Redis {
 
         progress::step("Upgrading Redis");
         log::info(format!("from recipe version {from_version}"));
-        c.run(&["apt-get", "update", "-q"])?;
-        let options = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(Duration::from_secs(600));
-        c.run_with(&["apt-get", "install", "-y", "-q", "--only-upgrade", "redis-server"], &options)?;
+        let apt = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(PACKAGE_TIMEOUT);
+        c.run_with(&["apt-get", "update", "-q"], &apt).context("refreshing the package lists")?;
+        // redis.conf is one of the package's conffiles and this recipe
+        // rewrites it: keep ours (--force-confold) rather than stop at
+        // dpkg's question; it is written again below anyway.
+        c.run_with(
+            &[
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--only-upgrade",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "redis-server",
+                "redis-tools",
+            ],
+            &apt,
+        )
+        .context("upgrading Redis")?;
 
         configure_and_start(&c, password, maxmemory_mb)?;
         Ok(app_info(c.address()?))
     }
 
+    /// Stop Redis (it saves its data set on the way down) and disable it;
+    /// the host destroys the container afterwards. Best effort: a stopped
+    /// container cannot run the command, and that must not keep the app
+    /// from being removed.
+    fn uninstall(_ctx: &Context) -> Result<()> {
+        progress::step("Stopping Redis");
+        for c in app_containers() {
+            if let Err(err) = c.run(&["systemctl", "disable", "--now", "redis-server"]) {
+                log::warn(format!("could not stop Redis in {}: {err}", c.id()));
+            }
+        }
+        Ok(())
+    }
+
     fn health(ctx: &Context) -> Result<HealthReport> {
         let password = ctx.param_str("password")?;
         let c = app_container()?;
-        let check = c.wait_port(PORT, HEALTH_TIMEOUT).and_then(|()| ping(&c, password));
-        Ok(HealthReport::from_checks(vec![HealthCheck::from_result("ping", &check, "PING answered PONG")]))
+        let service = c.run(&["systemctl", "is-active", "--quiet", "redis-server"]);
+        let port = c.wait_port(PORT, HEALTH_TIMEOUT);
+        let ping = ping(&c, password);
+        Ok(HealthReport::from_checks(vec![
+            HealthCheck::from_result("service", &service, "redis-server is active"),
+            HealthCheck::from_result("port", &port, format!("port {PORT} accepts connections")),
+            HealthCheck::from_result("ping", &ping, "PING with the password answered PONG"),
+        ]))
     }
 }
 

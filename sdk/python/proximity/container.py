@@ -173,6 +173,40 @@ class Container:
         except Backend as err:
             raise err.context(what) from None
 
+    def upgrade_packages(self, packages, timeout=DEFAULT_PACKAGE_TIMEOUT):
+        """Upgrade installed OS packages to the newest the distribution has,
+        installing nothing new. Debian: `apt-get update -q`, then `apt-get
+        install -y -q --only-upgrade` keeping configuration files the recipe
+        changed (`--force-confdef`, `--force-confold`: no question from dpkg
+        stops the run). Alpine: `apk upgrade --no-cache …`. Each command gets
+        `timeout` seconds."""
+        packages = [str(p) for p in packages]
+        what = "upgrading " + " ".join(packages)
+        try:
+            if self.os_family() == "alpine":
+                self.run(["apk", "upgrade", "--no-cache", *packages], timeout=timeout)
+            else:
+                env = {"DEBIAN_FRONTEND": "noninteractive"}
+                self.run(["apt-get", "update", "-q"], env=env, timeout=timeout)
+                self.run(
+                    [
+                        "apt-get",
+                        "install",
+                        "-y",
+                        "-q",
+                        "--only-upgrade",
+                        "-o",
+                        "Dpkg::Options::=--force-confdef",
+                        "-o",
+                        "Dpkg::Options::=--force-confold",
+                        *packages,
+                    ],
+                    env=env,
+                    timeout=timeout,
+                )
+        except Backend as err:
+            raise err.context(what) from None
+
     def install_docker(self, timeout=DEFAULT_PACKAGE_TIMEOUT):
         """Install Docker and compose, start the daemon and wait until it answers."""
         from .docker import install_docker
