@@ -22,6 +22,11 @@ pub struct ErrorDetail {
     /// Per-field problems for `invalid-params`; otherwise usually empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<FieldProblem>,
+    /// The bundle a `POST /recipes` refusal is about (`grants-grew`,
+    /// `untrusted-bundle`): the value to confirm it with, `?accept_grants=`
+    /// or `?allow_untrusted=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -391,4 +396,54 @@ pub struct InstalledRecipe {
     pub previous_version: Option<String>,
     /// This very bundle was already installed; nothing changed.
     pub unchanged: bool,
+}
+
+/// `GET /bundles`: the recipe bundles installed into the served catalog, and
+/// the trust policy they were checked against.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BundleList {
+    /// Whether this server installs bundles (`POST /recipes`); false when it
+    /// serves a directory of recipe sources (`--catalog`).
+    pub installs: bool,
+    /// Whether `POST /recipes?allow_untrusted=DIGEST` is honoured (`--api-allow-untrusted`).
+    pub allow_untrusted: bool,
+    /// The publisher keys the server trusts, read when it started.
+    pub trusted_keys: Vec<TrustedKey>,
+    /// One per installed recipe: the bundle its current version came from, sorted by id.
+    pub bundles: Vec<InstalledBundle>,
+}
+
+/// A publisher key from the server's trusted-keys directory.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// The name in its `.pub` file.
+    pub name: String,
+    /// First 8 bytes of the sha256 of the public key, hex (as in `signatures/KEYID.sig`).
+    pub key_id: String,
+}
+
+/// The bundle an installed recipe came from.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstalledBundle {
+    pub id: String,
+    pub version: String,
+    /// sha256 of the bundle's index: the bundle's identity.
+    pub digest: String,
+    /// The trusted keys that signed it when it was installed; empty when the
+    /// operator allowed it by digest without one.
+    pub signers: Vec<BundleSigner>,
+    /// The recipe's grants, in plain words.
+    pub grants: Vec<String>,
+}
+
+/// Who signed an installed bundle.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BundleSigner {
+    /// The trusted key's name, as recorded at install.
+    pub name: String,
+    /// That key's id, when the server still trusts a key of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Whether a key of that name is still among the trusted keys.
+    pub trusted: bool,
 }

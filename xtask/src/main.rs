@@ -8,6 +8,7 @@ mod bundles;
 mod cargo;
 mod demo;
 mod packages;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,7 +22,8 @@ tasks:
   build-recipes    build every recipe in recipes/ and tests/recipes/ into its component
   bundles          build-recipes, then pack recipes/ into target/bundles/*.prox, signed with the
                    development key target/dev-keys/proximity-dev.key (made when missing)
-  test [args…]     build-recipes, install LXC and OpenSSH's server when missing (root), then
+  test [args…]     build-recipes, install LXC and OpenSSH's server when missing (root), Chromium
+                   and tests/web's npm packages for the browser tests, then
                    `cargo test --workspace [args…]` (all tests)
   demo [--keep]    the main job: serve the catalog, deploy nginx through the API on the default
                    backend (LXC), list apps, show WordPress as a plan; --keep goes on serving
@@ -80,6 +82,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let needed = [packages::LXC, packages::SSH_SERVER, packages::DOCKER].concat();
     if let Err(why) = packages::ensure(&needed, "the real-container, SSH and Docker tests") {
         println!("xtask: {why:#}; those tests will fail and say what is missing");
+    }
+    // The browser tests: Chromium, node and tests/web's npm packages.
+    if let Err(why) = web::ensure(root) {
+        println!("xtask: the browser tests cannot run: {why:#}; they will fail (in CI) and say what is missing");
     }
     let totals = cargo::test(root, &["--workspace", "--no-fail-fast"], extra)?;
     // The plain closing line: every test binary's results added up.

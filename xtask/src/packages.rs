@@ -19,6 +19,13 @@ pub const SSH_SERVER: &[&str] = &["openssh-server", "openssh-client"];
 /// The proxy discovery tests start a private Docker engine in Swarm mode.
 pub const DOCKER: &[&str] = &["docker.io"];
 
+/// The browser tests (host/tests/web.rs) drive Debian's Chromium, headless.
+pub const BROWSER: &[&str] = &["chromium"];
+
+/// node and npm for the browser tests' Playwright script, when no node is
+/// installed at all (a node from elsewhere, with its own npm, is used as it is).
+pub const NODE: &[&str] = &["nodejs", "npm"];
+
 /// Python recipes: componentize-py is installed into a venv, which Debian's
 /// python3 can make only with its venv module (pip comes from ensurepip).
 pub const PYTHON_VENV: &[&str] = &["python3-venv"];

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::verify::{unpack, verify_with_limits, VerifiedBundle};
 use super::{BundleError, ReadLimits, TrustPolicy};
-use crate::api::InstalledRecipe as Installed;
+use crate::api::{BundleSigner, InstalledBundle, InstalledRecipe as Installed};
 use crate::manifest::Manifest;
 
 /// Which bundle an installed recipe came from (`recipes/ID/bundle.json`).
@@ -127,6 +127,51 @@ impl RecipeInstaller {
 
     pub fn limits(&self) -> ReadLimits {
         self.limits
+    }
+
+    /// The bundles the installed recipes came from (their `bundle.json`),
+    /// sorted by id, with each signer matched against the trusted keys as
+    /// they are now. A recipe directory without a readable `bundle.json` (put
+    /// there by hand) is left out.
+    pub fn installed(&self) -> Result<Vec<InstalledBundle>, InstallError> {
+        let entries = match fs::read_dir(&self.catalog) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(io(&self.catalog)(err)),
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let dir = entry.map_err(io(&self.catalog))?.path();
+            let Some(id) = dir.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+            if id.starts_with('.') || !dir.is_dir() {
+                continue;
+            }
+            let (manifest, provenance) = match installed_manifest(&dir) {
+                Ok(Some((manifest, Some(provenance)))) => (manifest, provenance),
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!("left out of the installed bundles: {err}");
+                    continue;
+                }
+            };
+            let signers = provenance
+                .signers
+                .iter()
+                .map(|name| {
+                    let key = self.trust.trusted_keys().iter().find(|k| k.name() == name);
+                    BundleSigner { name: name.clone(), key_id: key.map(|k| k.id()), trusted: key.is_some() }
+                })
+                .collect();
+            found.push(InstalledBundle {
+                id: manifest.recipe.id.clone(),
+                version: provenance.version,
+                digest: provenance.digest,
+                signers,
+                grants: manifest.summary_lines(),
+            });
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(found)
     }
 
     /// Every check that needs no writing: the bundle verified against the

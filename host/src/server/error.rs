@@ -25,11 +25,19 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<api::FieldProblem>,
+    /// The bundle a refused install is about (see [`api::ErrorDetail::digest`]).
+    pub digest: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: Vec::new() }
+        ApiError { status, code, message: message.into(), details: Vec::new(), digest: None }
+    }
+
+    /// The same error, naming the bundle it is about.
+    pub fn with_digest(mut self, digest: impl Into<String>) -> Self {
+        self.digest = Some(digest.into());
+        self
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -55,6 +63,7 @@ impl ApiError {
                 code: self.code.to_string(),
                 message: self.message.clone(),
                 details: self.details.clone(),
+                digest: self.digest.clone(),
             },
         }
     }
@@ -100,6 +109,7 @@ impl From<JobError> for ApiError {
                     format!("{} parameters do not validate", details.len())
                 },
                 details,
+                digest: None,
             },
             JobError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             err @ JobError::ShuttingDown => {

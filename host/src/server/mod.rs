@@ -6,6 +6,8 @@
 //! - [`auth`]: bearer tokens ([`Authorized`]).
 //! - [`error`]: [`ApiError`], and extractors whose rejections are one.
 //!
+//! - [`web`]: the web page at `/` and `/ui/…`, embedded in the binary.
+//!
 //! `openapi.json` (served at `GET /api/v1/openapi.json`) documents all of it.
 
 pub mod auth;
@@ -13,6 +15,7 @@ pub mod error;
 mod publish;
 mod routes;
 mod sse;
+mod web;
 
 use axum_server::tls_rustls::RustlsConfig;
 use std::future::Future;
@@ -52,7 +55,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/catalog"),
     ("GET", "/recipes/{id}"),
+    ("GET", "/recipes/{id}/icon"),
     ("POST", "/recipes"),
+    ("GET", "/bundles"),
     ("POST", "/deployments"),
     ("GET", "/deployments/{id}"),
     ("DELETE", "/deployments/{id}"),
@@ -77,6 +82,8 @@ fn endpoint(method: &str, path: &str) -> MethodRouter<ServerState> {
         ("GET", "/openapi.json") => get(routes::openapi),
         ("GET", "/catalog") => get(routes::catalog),
         ("GET", "/recipes/{id}") => get(routes::recipe),
+        ("GET", "/recipes/{id}/icon") => get(routes::recipe_icon),
+        ("GET", "/bundles") => get(publish::list),
         // A bundle is far larger than any JSON request.
         ("POST", "/recipes") => post(publish::install)
             .layer(DefaultBodyLimit::max(crate::bundle::ReadLimits::default().max_bundle_bytes as usize)),
@@ -104,6 +111,8 @@ fn routes() -> Router<ServerState> {
     for (method, path) in ROUTES {
         router = router.route(&format!("{}{path}", api::PREFIX), endpoint(method, path));
     }
+    // The web page, beside the API.
+    router = router.merge(web::routes());
     // After the routes: it applies to those present.
     router
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -320,7 +329,7 @@ mod tests {
         let doc = openapi();
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
         assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
-        let public = ["/healthz", "/metrics", "/openapi.json", "/catalog", "/recipes/{id}"];
+        let public = ["/healthz", "/metrics", "/openapi.json", "/catalog", "/recipes/{id}", "/recipes/{id}/icon"];
         for (method, path) in ROUTES {
             let op = &doc["paths"][*path][method.to_ascii_lowercase()];
             let is_public = op.get("security").is_some_and(|s| s == &serde_json::json!([]));
@@ -404,15 +413,20 @@ mod tests {
     fn openapi_schemas_match_the_wire_types() {
         let doc = openapi();
         let problem = api::FieldProblem { field: "f".into(), problem: "p".into() };
-        let detail =
-            |details: Vec<api::FieldProblem>| api::ErrorDetail { code: "c".into(), message: "m".into(), details };
+        let detail = |details: Vec<api::FieldProblem>| api::ErrorDetail {
+            code: "c".into(),
+            message: "m".into(),
+            details,
+            digest: None,
+        };
         check_schema(
             &doc,
             "ErrorBody",
             api::ErrorBody { error: detail(vec![]) },
             api::ErrorBody { error: detail(vec![]) },
         );
-        check_schema(&doc, "ErrorDetail", detail(vec![problem.clone()]), detail(vec![]));
+        let with_digest = api::ErrorDetail { digest: Some("d".into()), ..detail(vec![problem.clone()]) };
+        check_schema(&doc, "ErrorDetail", with_digest, detail(vec![]));
         check_schema(&doc, "FieldProblem", &problem, &problem);
         check_schema(&doc, "RecipeSummary", summary(true), summary(false));
         let list = api::CatalogList { recipes: vec![] };
@@ -486,6 +500,24 @@ mod tests {
             unchanged: false,
         };
         check_schema(&doc, "InstalledRecipe", installed(true), installed(false));
+        let signer = |full: bool| api::BundleSigner {
+            name: "alice".into(),
+            key_id: full.then(|| "0123456789abcdef".into()),
+            trusted: full,
+        };
+        check_schema(&doc, "BundleSigner", signer(true), signer(false));
+        let key = api::TrustedKey { name: "alice".into(), key_id: "0123456789abcdef".into() };
+        check_schema(&doc, "TrustedKey", &key, &key);
+        let bundle = api::InstalledBundle {
+            id: "r".into(),
+            version: "1".into(),
+            digest: "d".into(),
+            signers: vec![],
+            grants: vec![],
+        };
+        check_schema(&doc, "InstalledBundle", &bundle, &bundle);
+        let list = api::BundleList { installs: true, allow_untrusted: false, trusted_keys: vec![], bundles: vec![] };
+        check_schema(&doc, "BundleList", &list, &list);
 
         let enum_values = |name: &str| -> Vec<String> {
             doc["components"]["schemas"][name]["enum"]

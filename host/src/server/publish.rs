@@ -136,16 +136,16 @@ fn too_large(message: String) -> ApiError {
 fn install_error(err: InstallError) -> ApiError {
     let message = err.to_string();
     match err {
-        InstallError::Bundle(BundleError::Unsigned { .. } | BundleError::Untrusted { .. }) => {
-            ApiError::new(StatusCode::FORBIDDEN, "untrusted-bundle", message)
+        InstallError::Bundle(BundleError::Unsigned { digest } | BundleError::Untrusted { digest, .. }) => {
+            ApiError::new(StatusCode::FORBIDDEN, "untrusted-bundle", message).with_digest(digest)
         }
         InstallError::Bundle(BundleError::BundleTooLarge { .. } | BundleError::EntryTooLarge { .. }) => {
             too_large(message)
         }
         InstallError::Bundle(BundleError::Io { .. }) | InstallError::Io { .. } => ApiError::internal(message),
         InstallError::Bundle(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-bundle", message),
-        InstallError::GrantsGrew { added, .. } => {
-            let mut error = ApiError::new(StatusCode::CONFLICT, "grants-grew", message);
+        InstallError::GrantsGrew { added, digest, .. } => {
+            let mut error = ApiError::new(StatusCode::CONFLICT, "grants-grew", message).with_digest(digest);
             error.details =
                 added.into_iter().map(|grant| api::FieldProblem { field: "grants".into(), problem: grant }).collect();
             error
@@ -166,4 +166,33 @@ fn fetch_error(err: FetchError) -> ApiError {
             ApiError::new(StatusCode::BAD_GATEWAY, "fetch-failed", message)
         }
     }
+}
+
+/// `GET /bundles`: what the served catalog was installed from, and who the
+/// server trusts.
+pub(crate) async fn list(
+    _auth: Authorized,
+    State(state): State<ServerState>,
+) -> Result<Json<api::BundleList>, ApiError> {
+    let Some(installer) = state.installer.clone() else {
+        return Ok(Json(api::BundleList {
+            installs: false,
+            allow_untrusted: state.api_allow_untrusted,
+            trusted_keys: Vec::new(),
+            bundles: Vec::new(),
+        }));
+    };
+    let (trusted_keys, bundles) = tokio::task::spawn_blocking(move || {
+        let keys = installer
+            .trust()
+            .trusted_keys()
+            .iter()
+            .map(|key| api::TrustedKey { name: key.name().to_string(), key_id: key.id() })
+            .collect::<Vec<_>>();
+        installer.installed().map(|bundles| (keys, bundles))
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("a worker thread failed: {err}")))?
+    .map_err(|err| ApiError::internal(err.to_string()))?;
+    Ok(Json(api::BundleList { installs: true, allow_untrusted: state.api_allow_untrusted, trusted_keys, bundles }))
 }

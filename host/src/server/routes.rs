@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Extension, RawQuery, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -142,6 +142,69 @@ pub(crate) async fn recipe(
         grants: manifest.grants.summary_lines(),
         versions: vec![manifest.recipe.version.to_string()],
     }))
+}
+
+/// The largest icon served: icons are small, and this keeps a mistaken
+/// manifest from streaming a big file to every catalog visitor.
+const MAX_ICON_BYTES: u64 = 1 << 20;
+
+/// The content type of an icon file, by its extension; `None` for a type the
+/// page does not show.
+pub(crate) fn icon_content_type(path: &std::path::Path) -> Option<&'static str> {
+    let extension = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match extension.as_str() {
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        _ => return None,
+    })
+}
+
+/// Reads a recipe's icon: a regular file inside the recipe's directory (after
+/// resolving links), of a known image type, at most [`MAX_ICON_BYTES`].
+fn read_icon(entry: &CatalogEntry) -> Result<(&'static str, Vec<u8>), ApiError> {
+    let id = &entry.manifest.recipe.id;
+    let missing = || ApiError::not_found(format!("recipe `{id}` has no icon"));
+    let icon = entry.manifest.recipe.icon.as_deref().ok_or_else(missing)?;
+    let content_type = icon_content_type(std::path::Path::new(icon)).ok_or_else(missing)?;
+    let dir = entry.dir.canonicalize().map_err(|_| missing())?;
+    let path = dir.join(icon).canonicalize().map_err(|_| missing())?;
+    if !path.starts_with(&dir) {
+        tracing::warn!(recipe = %id, "the icon `{icon}` resolves outside the recipe's directory; not served");
+        return Err(missing());
+    }
+    let metadata = std::fs::metadata(&path).map_err(|_| missing())?;
+    if !metadata.is_file() || metadata.len() > MAX_ICON_BYTES {
+        return Err(missing());
+    }
+    let bytes = std::fs::read(&path).map_err(|err| ApiError::internal(format!("reading the icon of `{id}`: {err}")))?;
+    Ok((content_type, bytes))
+}
+
+pub(crate) async fn recipe_icon(
+    State(state): State<ServerState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    if !is_recipe_id(&id) {
+        return Err(ApiError::not_found(format!("no recipe `{id}` in the catalog")));
+    }
+    let jobs = state.jobs.clone();
+    let (content_type, bytes) = blocking(move || {
+        let entry = jobs.catalog().by_id(&id).map_err(|err| ApiError::not_found(format!("{err:#}")))?;
+        read_icon(&entry)
+    })
+    .await?;
+    let headers = [
+        (CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        // An SVG opened on its own must not run script in this origin.
+        (CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox")),
+        (X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    Ok((headers, bytes).into_response())
 }
 
 // ---- deployments ----

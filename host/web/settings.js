@@ -1,0 +1,232 @@
+// Settings: the API token this browser uses, the installed bundles and their
+// publishers, and installing a bundle (a file or a URL) with a review of the
+// grants it adds or of why it is not trusted.
+
+import { ApiError, get, getToken, isAuthError, request, setToken } from './api.js';
+import { announce, fill, h, notice, shortDigest } from './dom.js';
+import { grantsList } from './recipe.js';
+
+function tokenSection() {
+  const input = h('input', { id: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'token-hint', value: getToken() });
+  const result = h('div', { id: 'token-result' });
+  const forget = h('button', { type: 'button', class: 'button secondary', id: 'token-forget' }, 'Forget');
+  const form = h(
+    'form',
+    { id: 'token-form' },
+    h('div', { class: 'field' }, h('label', { for: 'token' }, 'API token'), input,
+      h('p', { class: 'hint', id: 'token-hint' }, 'Made on the server with ', h('code', {}, 'proximity token create --name NAME'), '. Kept in this browser only (its local storage) and sent as a bearer token. The catalog needs none.')),
+    h('p', { class: 'actions' }, h('button', { type: 'submit', class: 'button' }, 'Save'), ' ', forget),
+    result,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    setToken(input.value.trim());
+    try {
+      await get('/apps');
+      fill(result, notice('ok', 'Saved. The server accepts this token.'));
+      document.dispatchEvent(new CustomEvent('proximity:token'));
+    } catch (err) {
+      fill(result, notice('error', isAuthError(err) ? `Saved, but the server refuses it: ${err.message}.` : `Saved; the server could not check it: ${err.message}`));
+    }
+  });
+  forget.addEventListener('click', () => {
+    setToken('');
+    input.value = '';
+    fill(result, notice('ok', 'The token was removed from this browser.'));
+    document.dispatchEvent(new CustomEvent('proximity:token'));
+  });
+  return h('section', { 'aria-labelledby': 'token-h' }, h('h2', { id: 'token-h' }, 'API token'), form);
+}
+
+function bundlesTable(list) {
+  if (!list.installs) return h('p', {}, 'This server serves a directory of recipe sources (--catalog): it installs no bundles.');
+  if (!list.bundles.length) return h('p', { id: 'bundles-empty' }, 'No bundle is installed yet.');
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      { id: 'bundles-table', class: 'stack' },
+      h('caption', { class: 'visually-hidden' }, 'Installed bundles'),
+      h('thead', {}, h('tr', {}, ['Recipe', 'Version', 'Publisher', 'Digest'].map((c) => h('th', { scope: 'col' }, c)))),
+      h(
+        'tbody',
+        {},
+        list.bundles.map((b) =>
+          h(
+            'tr',
+            { dataset: { bundle: b.id } },
+            h('th', { scope: 'row', 'data-label': 'Recipe' }, h('a', { href: `#/recipes/${b.id}` }, b.id)),
+            h('td', { 'data-label': 'Version' }, b.version),
+            h('td', { 'data-label': 'Publisher' }, b.signers.length
+              ? b.signers.map((s, i) => [i ? ', ' : '', s.name, s.key_id ? h('span', { class: 'muted small' }, ` (key ${s.key_id})`) : '', s.trusted ? '' : h('strong', {}, ' — no longer trusted')])
+              : h('em', {}, 'unsigned, allowed by its digest')),
+            h('td', { 'data-label': 'Digest' }, shortDigest(b.digest)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+async function bundlesSection(signal) {
+  const body = h('div', { id: 'bundles' });
+  const section = h('section', { 'aria-labelledby': 'bundles-h' }, h('h2', { id: 'bundles-h' }, 'Installed bundles'), body);
+  let list = null;
+  const load = async () => {
+    try {
+      list = await get('/bundles', { signal });
+      fill(
+        body,
+        bundlesTable(list),
+        h('h3', {}, 'Trusted publisher keys'),
+        list.trusted_keys.length
+          ? h('ul', { id: 'trusted-keys' }, list.trusted_keys.map((k) => h('li', {}, k.name, h('span', { class: 'muted small' }, ` (key ${k.key_id})`))))
+          : h('p', {}, 'None: the server refuses every bundle until a key is in its trusted-keys directory.'),
+      );
+    } catch (err) {
+      if (err.name === 'AbortError') return;
+      fill(body, notice('error', isAuthError(err) ? 'Enter a token above to see the installed bundles.' : err.message));
+    }
+  };
+  await load();
+  return { section, reload: load, list: () => list };
+}
+
+function installSection(bundles) {
+  const fileInput = h('input', { id: 'bundle-file', type: 'file', accept: '.prox,application/octet-stream' });
+  const urlInput = h('input', { id: 'bundle-url', type: 'url', inputmode: 'url', placeholder: 'https://…/nginx-0.2.0.prox', autocomplete: 'off' });
+  const review = h('div', { id: 'bundle-review', tabindex: '-1' });
+  const uploadButton = h('button', { type: 'submit', class: 'button' }, 'Upload and install');
+  const urlButton = h('button', { type: 'submit', class: 'button' }, 'Fetch and install');
+
+  // One attempt, retried with the operator's confirmation as a query.
+  const attempt = async (source, query = {}) => {
+    fill(review, h('p', { class: 'muted', role: 'status' }, 'Verifying the bundle…'));
+    uploadButton.disabled = true;
+    urlButton.disabled = true;
+    try {
+      const options = source.file
+        ? { method: 'POST', body: source.file, contentType: 'application/octet-stream', query }
+        : { method: 'POST', json: { url: source.url }, query };
+      const installed = await request('/recipes', options);
+      fill(
+        review,
+        notice(
+          'ok',
+          h('p', { id: 'install-result' }, h('strong', {}, installed.unchanged
+            ? `${installed.id} ${installed.version} was already installed from this bundle; nothing changed.`
+            : `${installed.id} ${installed.version} installed${installed.previous_version ? ` (replacing ${installed.previous_version})` : ''}.`)),
+          h('p', {}, installed.signers.length ? `Signed by ${installed.signers.join(', ')}.` : 'Not signed by a trusted key: allowed by its digest.'),
+          installed.added_grants.length ? [h('p', {}, 'Newly granted:'), grantsList(installed.added_grants)] : null,
+        ),
+      );
+      announce(`${installed.id} ${installed.version} installed.`);
+      await bundles.reload();
+    } catch (err) {
+      showRefusal(err, source);
+    } finally {
+      uploadButton.disabled = false;
+      urlButton.disabled = false;
+    }
+    review.focus();
+  };
+
+  const showRefusal = (err, source) => {
+    if (!(err instanceof ApiError)) {
+      fill(review, notice('error', err.message));
+      return;
+    }
+    if (err.status === 401) {
+      fill(review, notice('error', 'Installing needs an API token: enter it above.'));
+      return;
+    }
+    if (err.code === 'grants-grew' && err.digest) {
+      const accept = h('button', { type: 'button', class: 'button', id: 'accept-grants' }, 'Accept the new grants and install');
+      const cancel = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
+      accept.addEventListener('click', () => attempt(source, { accept_grants: err.digest }));
+      cancel.addEventListener('click', () => fill(review, notice('ok', 'Not installed.')));
+      fill(
+        review,
+        h(
+          'section',
+          { class: 'notice warn review', id: 'grant-review', 'aria-labelledby': 'grant-review-h' },
+          h('h3', { id: 'grant-review-h' }, 'Review: this version asks for more'),
+          h('p', {}, 'Compared with the installed version, it may also:'),
+          grantsList(err.details.map((d) => d.problem)),
+          h('p', { class: 'small' }, 'Bundle ', shortDigest(err.digest), '. Accept only if you expected these. ', h('span', { class: 'muted' }, err.message)),
+          h('p', { class: 'actions' }, accept, ' ', cancel),
+        ),
+      );
+      return;
+    }
+    if (err.code === 'untrusted-bundle') {
+      const list = bundles.list();
+      const allow = list && list.allow_untrusted && err.digest
+        ? h('button', { type: 'button', class: 'button danger', id: 'allow-untrusted' }, 'Install this bundle anyway')
+        : null;
+      if (allow) allow.addEventListener('click', () => attempt(source, { allow_untrusted: err.digest }));
+      fill(
+        review,
+        h(
+          'section',
+          { class: 'notice error review', id: 'untrusted-review', role: 'alert', 'aria-labelledby': 'untrusted-h' },
+          h('h3', { id: 'untrusted-h' }, 'Not signed by a publisher this server trusts'),
+          h('p', {}, err.message),
+          h('p', {}, 'A bundle runs code on this server, so it is refused unless one of the trusted keys signed it. To install it: add its publisher\'s public key to the server\'s trusted-keys directory and restart the server',
+            err.digest ? [', or, on the server\'s host, run ', h('code', {}, `proximity recipe install FILE --allow-untrusted=${err.digest}`)] : '',
+            '.'),
+          allow ? [h('p', {}, 'This server also accepts such a bundle over the API when you name its digest:'), h('p', {}, allow)] : null,
+        ),
+      );
+      return;
+    }
+    fill(review, notice('error', h('strong', {}, 'Not installed: '), err.message));
+  };
+
+  const fileForm = h(
+    'form',
+    { id: 'bundle-upload-form' },
+    h('div', { class: 'field' }, h('label', { for: 'bundle-file' }, 'Bundle file (.prox)'), fileInput),
+    h('p', {}, uploadButton),
+  );
+  fileForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const file = fileInput.files && fileInput.files[0];
+    if (!file) {
+      fill(review, notice('error', 'Choose a bundle file first.'));
+      fileInput.focus();
+      return;
+    }
+    attempt({ file });
+  });
+  const urlForm = h(
+    'form',
+    { id: 'bundle-url-form' },
+    h('div', { class: 'field' }, h('label', { for: 'bundle-url' }, 'Or a URL the server fetches it from'), urlInput),
+    h('p', {}, urlButton),
+  );
+  urlForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (!urlInput.value.trim()) {
+      fill(review, notice('error', 'Enter the bundle\'s URL first.'));
+      urlInput.focus();
+      return;
+    }
+    attempt({ url: urlInput.value.trim() });
+  });
+  return h(
+    'section',
+    { 'aria-labelledby': 'install-h' },
+    h('h2', { id: 'install-h' }, 'Install a bundle'),
+    h('p', { class: 'muted' }, 'The server checks the signature and every file, and shows what a new version may do beyond the installed one before it replaces it.'),
+    h('div', { class: 'two' }, fileForm, urlForm),
+    review,
+  );
+}
+
+export async function settingsView({ main, signal }) {
+  const bundles = await bundlesSection(signal);
+  document.addEventListener('proximity:token', () => bundles.reload(), { signal });
+  fill(main, h('h1', {}, 'Settings'), tokenSection(), bundles.section, installSection(bundles));
+}
