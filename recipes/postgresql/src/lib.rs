@@ -210,11 +210,8 @@ fn setup_sql(s: &Settings) -> String {
 /// `PROBE_QUERY` over TCP on the container's loopback as the app's role, with
 /// its password (in the environment, never on the command line).
 fn probe_query(c: &Container, s: &Settings) -> Result<()> {
-    let options = ExecOptions::new()
-        .env("PGPASSWORD", s.password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .cwd("/")
-        .timeout(QUERY_TIMEOUT);
+    let options =
+        ExecOptions::new().env("PGPASSWORD", s.password).env("PGCONNECT_TIMEOUT", "10").cwd("/").timeout(QUERY_TIMEOUT);
     let port = PORT.to_string();
     let answer = c.run_with(
         &[
@@ -257,7 +254,11 @@ fn literal(text: &str) -> String {
 
 /// An IPv4 network in CIDR form with octets up to 255 and a prefix up to 32.
 fn check_cidr(cidr: &str) -> Result<()> {
-    let bad = || Error::invalid_input(format!("parameter `allowed-network`: `{cidr}` is not an IPv4 network like 192.168.1.0/24"));
+    let bad = || {
+        Error::invalid_input(format!(
+            "parameter `allowed-network`: `{cidr}` is not an IPv4 network like 192.168.1.0/24"
+        ))
+    };
     let (address, prefix) = cidr.split_once('/').ok_or_else(bad)?;
     let octets: Vec<&str> = address.split('.').collect();
     let octets_ok = octets.len() == 4 && octets.iter().all(|o| o.parse::<u8>().is_ok());

@@ -16,6 +16,10 @@ use super::process::{lock_file, tool};
 
 /// Where a finished base says so; a base without it is a half-built leftover.
 const READY_MARK: &str = "proximity-base-ready";
+/// An unprivileged base whose hard-linked files were shifted once. Earlier
+/// copies shifted a file once per name (perl, perl5.36.0: twice), so dpkg
+/// could not replace it inside the container; those are made again.
+const SHIFTED_ONCE_MARK: &str = "proximity-shifted-once";
 const LOCK_FILE: &str = ".proximity-base.lock";
 const BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 const COPY_TIMEOUT: Duration = Duration::from_secs(10 * 60);
@@ -60,14 +64,16 @@ pub async fn ensure(
 ) -> Result<String, BackendError> {
     let (base, release) = base_for(os_template)?;
     let wanted = if unprivileged { userns_name(base) } else { base.to_string() };
-    if ready(lxcpath, &wanted) {
+    let usable =
+        |name: &str| ready(lxcpath, name) && (!unprivileged || lxcpath.join(name).join(SHIFTED_ONCE_MARK).is_file());
+    if usable(&wanted) {
         return Ok(wanted);
     }
     let _lock = lock_file(&lxcpath.join(LOCK_FILE)).await?;
     if !ready(lxcpath, base) {
         build(lxcpath, base, release).await?;
     }
-    if unprivileged && !ready(lxcpath, &wanted) {
+    if unprivileged && !usable(&wanted) {
         shift(lxcpath, base, &wanted, ids).await?;
     }
     Ok(wanted)
@@ -167,17 +173,26 @@ async fn shift(lxcpath: &Path, base: &str, name: &str, (uids, gids): (IdRange, I
     tokio::fs::write(&config, text)
         .await
         .map_err(|err| BackendError::Failed(format!("writing {}: {err}", config.display())))?;
+    let mark = lxcpath.join(name).join(SHIFTED_ONCE_MARK);
+    tokio::fs::write(&mark, b"")
+        .await
+        .map_err(|err| BackendError::Failed(format!("writing {}: {err}", mark.display())))?;
     mark_ready(lxcpath, name).await
 }
 
 fn shift_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+    // A file with several names (hard links) is one inode: shift it once.
+    let mut linked = std::collections::HashSet::new();
     while let Some(path) = stack.pop() {
         let meta = std::fs::symlink_metadata(&path)?;
-        std::os::unix::fs::lchown(&path, Some(meta.uid() + uid), Some(meta.gid() + gid))?;
-        if !meta.file_type().is_symlink() {
-            // chown clears setuid/setgid bits: put the mode back.
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        let first_name = meta.is_dir() || meta.nlink() < 2 || linked.insert((meta.dev(), meta.ino()));
+        if first_name {
+            std::os::unix::fs::lchown(&path, Some(meta.uid() + uid), Some(meta.gid() + gid))?;
+            if !meta.file_type().is_symlink() {
+                // chown clears setuid/setgid bits: put the mode back.
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+            }
         }
         if meta.is_dir() {
             for entry in std::fs::read_dir(&path)? {
@@ -186,4 +201,31 @@ fn shift_tree(root: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root (CAP_CHOWN), as the lxc backend does.
+    #[test]
+    fn hard_linked_files_are_shifted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/perl"), b"x").unwrap();
+        std::fs::hard_link(root.join("bin/perl"), root.join("bin/perl5")).unwrap();
+        std::fs::write(root.join("bin/sh"), b"y").unwrap();
+        std::os::unix::fs::symlink("sh", root.join("bin/dash")).unwrap();
+        for path in ["", "bin", "bin/perl", "bin/sh"] {
+            std::os::unix::fs::chown(root.join(path), Some(0), Some(0)).unwrap();
+        }
+        shift_tree(root, 100_000, 200_000).expect("shifting needs root (CAP_CHOWN)");
+        for path in ["", "bin", "bin/perl", "bin/perl5", "bin/sh"] {
+            let meta = std::fs::metadata(root.join(path)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (100_000, 200_000), "{path}");
+        }
+        let link = std::fs::symlink_metadata(root.join("bin/dash")).unwrap();
+        assert_eq!((link.uid(), link.gid()), (100_000, 200_000));
+    }
 }
