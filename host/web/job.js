@@ -48,7 +48,8 @@ function describeStep(step) {
   switch (step.op) {
     case 'create-lxc': {
       const spec = step.spec || {};
-      const parts = [spec.template || spec.ostemplate, spec.cores && `${spec.cores} cores`, spec.memory_mb && `${spec.memory_mb} MiB`, spec.disk_gb && `${spec.disk_gb} GB disk`].filter(Boolean);
+      const field = (name) => spec[name] ?? spec[name.replace(/_/g, '-')];
+      const parts = [field('hostname'), field('os_template'), field('cores') && `${field('cores')} cores`, field('memory_mb') && `${field('memory_mb')} MiB`, field('disk_gb') && `${field('disk_gb')} GB disk`].filter(Boolean);
       return [`Create container ${step.id} on ${step.node}`, parts.length ? ` (${parts.join(', ')})` : '', h('details', {}, h('summary', {}, 'Container spec'), h('pre', {}, JSON.stringify(spec, null, 2)))];
     }
     case 'exec':
@@ -58,6 +59,12 @@ function describeStep(step) {
         'Write ', h('code', {}, step.path), `${where} (${step.size} bytes, mode ${step.mode.toString(8).padStart(4, '0')})`,
         step.text !== undefined ? h('details', {}, h('summary', {}, 'Contents'), h('pre', {}, step.text)) : null,
       ];
+    case 'start':
+      return [`Start container ${step.id}`];
+    case 'stop':
+      return [`Stop container ${step.id}`];
+    case 'destroy':
+      return [`Destroy container ${step.id}`];
     case 'read-file':
       return ['Read ', h('code', {}, step.path), where];
     case 'wait-tcp':

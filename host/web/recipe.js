@@ -154,7 +154,8 @@ function paramField(spec) {
       control = input;
     }
   }
-  const hint = h('p', { class: 'hint', id: hintId }, hints.join(' '));
+  const sentence = (text) => (/[.!?:]$/.test(text) ? text : `${text}.`);
+  const hint = h('p', { class: 'hint', id: hintId }, hints.map(sentence).join(' '));
   input.setAttribute('aria-describedby', describedBy());
   const label = spec.type === 'boolean' ? null : h('label', { for: id }, spec.name, spec.required ? h('span', { class: 'required' }, ' (required)') : null);
   const field = h('div', { class: 'field', dataset: { param: spec.name } }, label, control, hint, error);

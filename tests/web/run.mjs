@@ -287,6 +287,18 @@ const scenarios = {
       await shot(page, 'uninstalled');
       await page.getByRole('link', { name: 'Back to the apps' }).click();
       await page.locator('#apps-empty').waitFor();
+
+      // An app with a generated password: the success panel says where to read it.
+      await open(page, '#/recipes/redis/deploy');
+      await page.getByLabel('App name').fill('web-redis');
+      await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+      await page.locator('#job-status[data-state="succeeded"]').waitFor();
+      const success = page.locator('#job-success');
+      assert.match(await success.textContent(), /Generated credentials \(password\)/);
+      await success.getByRole('button', { name: 'Show credentials' }).click();
+      const value = await page.locator('#job-secrets .secret-value').textContent();
+      assert.ok(value.length >= 16, `a generated password: ${value.length} characters`);
+      await shot(page, 'progress-credentials');
     });
   },
 
@@ -319,10 +331,10 @@ const scenarios = {
         await page.locator('#bundles', { hasText: 'Enter a token' }).waitFor();
         await checkLabels(page);
 
-        await page.getByLabel('API token').fill('prx_not-a-real-token');
+        await page.getByRole('textbox', { name: 'API token' }).fill('prx_not-a-real-token');
         await page.getByRole('button', { name: 'Save' }).click();
         await page.locator('#token-result', { hasText: 'refuses' }).waitFor();
-        await page.getByLabel('API token').fill(token);
+        await page.getByRole('textbox', { name: 'API token' }).fill(token);
         await page.getByRole('button', { name: 'Save' }).click();
         await page.locator('#token-result', { hasText: 'accepts this token' }).waitFor();
         // The bundle list appears with the token: recipes and their publisher.
@@ -336,7 +348,7 @@ const scenarios = {
 
         // Kept in this browser: a reload still has it, and the apps list opens.
         await page.reload();
-        assert.equal(await page.getByLabel('API token').inputValue(), token);
+        assert.equal(await page.getByRole('textbox', { name: 'API token' }).inputValue(), token);
         await open(page, '#/apps');
         await page.locator('#apps-empty').waitFor();
         // Forgotten: asked for again.
@@ -359,7 +371,7 @@ const scenarios = {
       await page.getByRole('button', { name: 'Upload and install' }).click();
       const review = page.locator('#grant-review');
       await review.waitFor();
-      assert.match(await review.textContent(), /6/);
+      assert.match(await review.locator('.grants').textContent(), /max-cores 2 -> 6/);
       assert.equal(await page.locator('#bundles-table tr[data-bundle="redis"] td[data-label="Version"]').textContent(), '0.1.0');
       await shot(page, 'bundle-grant-review');
       await page.getByRole('button', { name: 'Accept the new grants and install' }).click();
@@ -472,10 +484,15 @@ const scenarios = {
         text += decoder.decode(value, { stream: true });
       }
       const first = text.slice(0, text.indexOf('\n\n') + 2);
+      let sent = false;
       const body = new ReadableStream({
-        start(controller) {
-          controller.enqueue(new TextEncoder().encode(`${first}data: {"half`));
-          controller.error(new Error('connection reset'));
+        pull(controller) {
+          if (sent) {
+            controller.error(new Error('connection reset'));
+          } else {
+            sent = true;
+            controller.enqueue(new TextEncoder().encode(`${first}data: {"half`));
+          }
         },
       });
       reader.cancel().catch(() => {});

@@ -25,6 +25,8 @@ tasks:
   test [args…]     build-recipes, install LXC and OpenSSH's server when missing (root), Chromium
                    and tests/web's npm packages for the browser tests, then
                    `cargo test --workspace [args…]` (all tests)
+  web-deps         install what the browser tests need (part of `test`): Chromium (apt, as root),
+                   node and npm when missing, and `npm ci` in tests/web when its lockfile changed
   demo [--keep]    the main job: serve the catalog, deploy nginx through the API on the default
                    backend (LXC), list apps, show WordPress as a plan; --keep goes on serving
   bench [args…]    build-recipes, then `cargo bench -p proximity -p proximity-tests [args…]`";
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let result = match task.as_str() {
         "build-recipes" => no_args(task, rest).and_then(|()| build_recipes::run(&repo_root())),
         "bundles" => no_args(task, rest).and_then(|()| make_bundles(&repo_root())),
+        "web-deps" => no_args(task, rest).and_then(|()| web::ensure(&repo_root())),
         "test" => test(&repo_root(), rest),
         "demo" => match rest {
             [] => demo::run(&repo_root(), false),
