@@ -12,12 +12,13 @@
 //! administrator exists. Uninstall: `compose down` before the host destroys
 //! the container.
 
-use proximity_sdk::compose::{uninstall_app_project, yaml_string};
+use proximity_sdk::compose::uninstall_app_project;
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
 
 const OS_TEMPLATE: &str = "alpine-3.20";
 const PROJECT_DIR: &str = "/opt/portainer";
+/// Beside the compose file, which mounts it as `./admin-password`.
 const PASSWORD_FILE: &str = "/opt/portainer/admin-password";
 const COMPOSE_TEMPLATE: &str = include_str!("../compose.yml");
 const SERVICES: [&str; 1] = ["portainer"];
@@ -60,7 +61,6 @@ impl<'a> Settings<'a> {
             &[
                 ("https-port", &self.https_port.to_string()),
                 ("status-port", &STATUS_PORT.to_string()),
-                ("password-file", &yaml_string(PASSWORD_FILE)),
             ],
         )
     }
