@@ -194,6 +194,21 @@ fn generated_secrets(prepared: &PreparedDeploy) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What follows the closing `"` of a double-quoted YAML string whose opening
+/// quote came just before `rest` (escaped quotes skipped).
+fn after_closing_quote(rest: &str) -> &str {
+    let mut escaped = false;
+    for (i, c) in rest.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return &rest[i + 1..],
+            _ => {}
+        }
+    }
+    ""
+}
+
 fn failure_text(err: &RunError) -> String {
     match &err.failure {
         RunFailure::Recipe(e) => format!("{}: {}", e.kind, e.message),
@@ -237,6 +252,29 @@ async fn lifecycle_problems(runtime: &Runtime, dir: &Path) -> Vec<String> {
             (None, _) => problems.push(format!("{name}: install reports no URL")),
         },
         other => problems.push(format!("{name}: install returned {other:?}")),
+    }
+
+    // Compose files as written: every placeholder filled, and no list item
+    // that starts as a quoted string and goes on after it (`- "a":b`), which
+    // YAML rejects.
+    for step in &sim.plan() {
+        if let PlanStep::WriteFile { path, text: Some(text), .. } = step {
+            if !(path.ends_with("compose.yml") || path.ends_with("compose.yaml")) {
+                continue;
+            }
+            if text.contains("{{") {
+                problems.push(format!("{name}: {path} has an unfilled placeholder"));
+            }
+            for line in text.lines() {
+                let item = line.trim_start().strip_prefix("- ").unwrap_or("");
+                if let Some(rest) = item.strip_prefix('"') {
+                    let after = after_closing_quote(rest);
+                    if !after.trim().is_empty() && !after.trim_start().starts_with('#') {
+                        problems.push(format!("{name}: {path}: `{}` is not valid YAML", line.trim()));
+                    }
+                }
+            }
+        }
     }
 
     // Generated secrets: the manifest's length and alphabet, never on a
@@ -369,4 +407,11 @@ async fn every_recipe_installs_upgrades_and_uninstalls_on_the_simulator() {
         problems.extend(found);
     }
     assert_no_problems("sim lifecycle", &problems);
+}
+
+#[test]
+fn the_compose_item_check_reads_quoted_strings() {
+    assert_eq!(after_closing_quote(r#"80:80""#), "");
+    assert_eq!(after_closing_quote(r#"/opt/app/secret":/run/secret:ro"#), ":/run/secret:ro");
+    assert_eq!(after_closing_quote(r#"a\"b":c"#), ":c");
 }
