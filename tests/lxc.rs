@@ -15,10 +15,13 @@ use proximity::backend::{
     Backend, BackendError, ContainerRef, ContainerSpec, ExecOutput, ExecRequest, Features, FileWrite, HttpProbe,
     NoProxies, Ownership,
 };
+use proximity::catalog::CatalogEntry;
+use proximity::deploy::PreparedDeploy;
+use proximity::events::{Event, EventKind, EventSink, LogLevel};
 use proximity::manifest::ParamValue;
-use proximity::runtime::{ActionResult, Runtime, RuntimeConfig};
+use proximity::runtime::{Action, ActionResult, RunError, RunOutcome, Runtime, RuntimeConfig};
 use proximity_tests::lxc::{argv, backend, containers_of, listed, lxcpath, owner, running, spec, unique, Cleanup};
-use proximity_tests::{install_on, prepared, recipe, uninstall_on};
+use proximity_tests::{install_on, load, prepared, recipe, uninstall_on};
 
 fn runtime() -> Runtime {
     Runtime::new(RuntimeConfig::default()).expect("runtime starts")
@@ -36,6 +39,80 @@ fn http_get(url: &str) -> (u16, String) {
     stream.read_to_string(&mut response).expect("reads the response");
     let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status line");
     (status, response)
+}
+
+/// Run one export (`upgrade`, `health`, `uninstall`) of `entry` on an
+/// installed app's containers, with `changed` parameters replacing the
+/// install's, collecting the run's events.
+async fn run_on_app(
+    entry: &CatalogEntry,
+    prepared: &PreparedDeploy,
+    action: Action,
+    containers: &[ContainerRef],
+    backend: Arc<dyn Backend>,
+    changed: &[(&str, ParamValue)],
+) -> (Result<RunOutcome, RunError>, Vec<Event>) {
+    let runtime = runtime();
+    let recipe = load(&runtime, entry).await;
+    let (events, mut receiver) = EventSink::channel(prepared.redactor());
+    let mut request = prepared.request(action, containers.to_vec(), backend, Arc::new(NoProxies), events);
+    for (name, value) in changed {
+        let slot = request.subject.params.values.iter_mut().find(|(n, _)| n == name).expect("a known parameter");
+        slot.1 = value.clone();
+    }
+    let outcome = runtime.run(&recipe, request).await;
+    let mut collected = Vec::new();
+    while let Ok(event) = receiver.try_recv() {
+        collected.push(event);
+    }
+    (outcome, collected)
+}
+
+/// The health report of an installed app, as `(healthy, [(check, ok, detail)])`.
+async fn health_of(
+    entry: &CatalogEntry,
+    prepared: &PreparedDeploy,
+    containers: &[ContainerRef],
+    backend: Arc<dyn Backend>,
+) -> (bool, Vec<(String, bool, String)>) {
+    let (outcome, _) = run_on_app(entry, prepared, Action::Health, containers, backend, &[]).await;
+    let outcome = outcome.unwrap_or_else(|err| panic!("health runs: {err}"));
+    let ActionResult::Health { report } = outcome.result else { panic!("a health report expected") };
+    (report.healthy, report.checks.into_iter().map(|c| (c.name, c.ok, c.detail)).collect())
+}
+
+fn steps(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Step { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn warnings(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log { level: LogLevel::Warn | LogLevel::Error, message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A secret parameter's value as the host generated it.
+fn secret(deploy: &PreparedDeploy, name: &str) -> String {
+    deploy
+        .subject
+        .params
+        .values
+        .iter()
+        .find_map(|(n, value)| match value {
+            ParamValue::Text(text) if n == name => Some(text.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("a generated {name}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,9 +142,37 @@ async fn nginx_deploys_for_real_serves_the_greeting_then_uninstall_removes_it() 
     assert!(config.contains("lxc.idmap = u 0 "), "unprivileged: {config}");
     assert!(config.contains("lxc.rootfs.path = dir:"), "unprivileged: a full copy of the shifted base: {config}");
 
-    let removed = uninstall_on(&runtime(), &nginx, &run.prepared, outcome.created.clone(), backend.clone())
-        .await
-        .unwrap_or_else(|err| panic!("uninstall succeeds: {err}"));
+    let (healthy, checks) = health_of(&nginx, &run.prepared, &outcome.created, backend.clone()).await;
+    assert!(healthy, "{checks:?}");
+    assert_eq!(checks.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["service", "config", "http"]);
+
+    // A real upgrade: apt in the container, the page written again with a new greeting.
+    let started = Instant::now();
+    let greeting = ParamValue::Text("Upgraded in place".into());
+    let (upgraded, events) = run_on_app(
+        &nginx,
+        &run.prepared,
+        Action::Upgrade { from_version: "0.0.9".into() },
+        &outcome.created,
+        backend.clone(),
+        &[("greeting", greeting)],
+    )
+    .await;
+    let upgraded = upgraded.unwrap_or_else(|err| panic!("nginx upgrades on lxc: {err}"));
+    eprintln!("nginx upgraded in {:.1}s", started.elapsed().as_secs_f64());
+    let ActionResult::Upgraded { app: after } = &upgraded.result else { panic!("upgrade result expected") };
+    assert_eq!(after.url.as_deref(), Some(url.as_str()), "the same address after the upgrade");
+    assert!(upgraded.created.is_empty(), "an upgrade creates no container");
+    assert_eq!(steps(&events)[0], "Upgrading nginx");
+    let (status, page) = http_get(&url);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Upgraded in place"), "{page}");
+
+    let (removed, events) =
+        run_on_app(&nginx, &run.prepared, Action::Uninstall, &outcome.created, backend.clone(), &[]).await;
+    let removed = removed.unwrap_or_else(|err| panic!("uninstall succeeds: {err}"));
+    assert_eq!(steps(&events), ["Stopping nginx"]);
+    assert!(warnings(&events).is_empty(), "nginx stopped cleanly: {:?}", warnings(&events));
     assert_eq!(removed.destroyed, vec![container.id.clone()]);
     assert!(!listed(&container.id), "lxc-ls no longer lists {}", container.id);
     assert!(!lxcpath().join(&container.id).exists(), "its directory and rootfs are gone");
@@ -402,11 +507,19 @@ async fn redis_deploys_with_a_generated_password_and_answers_a_real_client() {
     assert_eq!(redis_command(&mut client, &["AUTH", &password]), "+OK");
     assert_eq!(redis_command(&mut client, &["SET", "greeting", "hello"]), "+OK");
     assert_eq!(redis_command(&mut client, &["GET", "greeting"]), "$5");
+    drop(client);
 
+    let (healthy, checks) = health_of(&redis, &run.prepared, &outcome.created, backend.clone()).await;
+    assert!(healthy, "{checks:?}");
+
+    let removed = uninstall_on(&runtime(), &redis, &run.prepared, outcome.created.clone(), backend.clone())
+        .await
+        .unwrap_or_else(|err| panic!("uninstall succeeds: {err}"));
+    assert_eq!(removed.destroyed.len(), 1);
     for container in &outcome.created {
-        backend.destroy(container).await.unwrap();
         assert!(!listed(&container.id));
     }
+    assert!(containers_of(&app_id).is_empty(), "nothing of {app_id} is left");
 }
 
 /// Run `args` in `c`, failing the test with the command's stderr when it fails.
@@ -480,4 +593,135 @@ async fn docker_and_compose_run_inside_an_unprivileged_nesting_container() {
     )
     .await;
     assert_eq!(running.trim(), "web", "the compose service runs");
+}
+
+/// `psql` on this host, as any client on the network would use it: over the
+/// bridge to the container's address, with a password (never prompting).
+/// Debian's `postgresql-client` provides it.
+fn host_psql(address: &str, user: &str, database: &str, password: &str, sql: &str) -> std::process::Output {
+    std::process::Command::new("psql")
+        .args(["-X", "-w", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", address, "-p", "5432"])
+        .args(["-U", user, "-d", database, "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGSERVICE")
+        .env_remove("PGSERVICEFILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("psql, PostgreSQL's client, must run on this host for this test (Debian: postgresql-client): {err}")
+        })
+}
+
+/// [`host_psql`] that must succeed; its output, trimmed.
+fn host_psql_ok(address: &str, user: &str, database: &str, password: &str, sql: &str) -> String {
+    let out = host_psql(address, user, database, password, sql);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "psql {sql:?} as {user} failed ({}):\n{stdout}\n{stderr}", out.status);
+    stdout.trim().to_string()
+}
+
+/// PostgreSQL's whole life on a real container: install with a generated
+/// password, a client on this host signs in over the bridge (and wrong
+/// credentials do not), health while running and while stopped, an upgrade
+/// that keeps the data and applies a changed parameter, then uninstall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_deploys_a_client_on_the_host_signs_in_and_it_upgrades_and_uninstalls_for_real() {
+    let backend = Arc::new(backend().await);
+    let pg = recipe("recipes/postgresql");
+    let app_id = unique("lxc-pg");
+    let _cleanup = Cleanup { app_id: app_id.clone() };
+    let mut deploy = prepared(&pg, &[("database", "shop"), ("user", "shopkeeper")]);
+    deploy.subject.app_id = app_id.clone();
+    let password = secret(&deploy, "password");
+    assert!(password.len() >= 16, "a generated password");
+
+    let started = Instant::now();
+    let run = install_on(&runtime(), &pg, deploy, backend.clone(), Arc::new(NoProxies)).await;
+    let outcome = run.outcome.unwrap_or_else(|err| panic!("postgresql installs on lxc: {err}"));
+    eprintln!("postgresql deployed in {:.1}s", started.elapsed().as_secs_f64());
+    let ActionResult::Installed { app } = &outcome.result else { panic!("install result expected") };
+    let address = app.address.clone().expect("postgresql reports its address");
+    assert_eq!(app.url.as_deref(), Some(format!("postgresql://shopkeeper@{address}:5432/shop").as_str()));
+    assert_eq!(app.ports, vec![5432]);
+    let [container] = &outcome.created[..] else { panic!("one container: {:?}", outcome.created) };
+
+    // A real client on this host, over the bridge, with the generated password.
+    let (user, db) = ("shopkeeper", "shop");
+    let who = host_psql_ok(&address, user, db, &password, "SELECT current_user || '@' || current_database()");
+    assert_eq!(who, "shopkeeper@shop");
+    host_psql_ok(&address, user, db, &password, "CREATE TABLE visits (n integer)");
+    host_psql_ok(&address, user, db, &password, "INSERT INTO visits VALUES (42)");
+    assert_eq!(host_psql_ok(&address, user, db, &password, "SELECT n FROM visits"), "42");
+    let encoding = host_psql_ok(&address, user, db, &password, "SHOW server_encoding");
+    assert_eq!(encoding, "UTF8");
+
+    let wrong = host_psql(&address, user, db, "not-the-password-at-all", "SELECT 1");
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && stderr.contains("password authentication failed"), "{stderr}");
+    // The superuser has no way in from the network, whatever the password.
+    let superuser = host_psql(&address, "postgres", "postgres", &password, "SELECT 1");
+    let stderr = String::from_utf8_lossy(&superuser.stderr);
+    assert!(!superuser.status.success() && stderr.contains("no pg_hba.conf entry"), "{stderr}");
+    // The server keeps a SCRAM verifier, not the password.
+    let verifier = must(
+        &backend,
+        container,
+        &[
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "psql",
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'shopkeeper'",
+        ],
+        30,
+    )
+    .await;
+    assert_eq!(verifier.trim(), "SCRAM-SHA-256$");
+
+    let (healthy, checks) = health_of(&pg, &run.prepared, &outcome.created, backend.clone()).await;
+    assert!(healthy, "{checks:?}");
+    assert_eq!(checks.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(), ["service", "port", "query"]);
+
+    // Stopped for real, the server is reported unhealthy on every check.
+    must(&backend, container, &["systemctl", "stop", "postgresql@15-main"], 60).await;
+    let (healthy, checks) = health_of(&pg, &run.prepared, &outcome.created, backend.clone()).await;
+    assert!(!healthy, "{checks:?}");
+    assert!(checks.iter().all(|(_, ok, _)| !ok), "every check fails while stopped: {checks:?}");
+
+    // A real upgrade: apt in the container, a changed parameter, a restart.
+    let started = Instant::now();
+    let (upgraded, events) = run_on_app(
+        &pg,
+        &run.prepared,
+        Action::Upgrade { from_version: "0.0.9".into() },
+        &outcome.created,
+        backend.clone(),
+        &[("max-connections", ParamValue::Integer(150))],
+    )
+    .await;
+    let upgraded = upgraded.unwrap_or_else(|err| panic!("postgresql upgrades on lxc: {err}"));
+    eprintln!("postgresql upgraded in {:.1}s", started.elapsed().as_secs_f64());
+    let ActionResult::Upgraded { app: after } = &upgraded.result else { panic!("upgrade result expected") };
+    assert_eq!(after.url, app.url, "the same address and database after the upgrade");
+    assert_eq!(steps(&events)[0], "Upgrading PostgreSQL");
+    assert_eq!(host_psql_ok(&address, user, db, &password, "SHOW max_connections"), "150");
+    assert_eq!(host_psql_ok(&address, user, db, &password, "SELECT n FROM visits"), "42", "the data survived");
+    let (healthy, checks) = health_of(&pg, &run.prepared, &outcome.created, backend.clone()).await;
+    assert!(healthy, "healthy again after the upgrade: {checks:?}");
+
+    let (removed, events) =
+        run_on_app(&pg, &run.prepared, Action::Uninstall, &outcome.created, backend.clone(), &[]).await;
+    let removed = removed.unwrap_or_else(|err| panic!("uninstall succeeds: {err}"));
+    assert_eq!(steps(&events), ["Stopping PostgreSQL"]);
+    assert!(warnings(&events).is_empty(), "PostgreSQL stopped cleanly: {:?}", warnings(&events));
+    assert_eq!(removed.destroyed, vec![container.id.clone()]);
+    assert!(!listed(&container.id), "lxc-ls no longer lists {}", container.id);
+    assert!(!lxcpath().join(&container.id).exists(), "its directory and rootfs are gone");
+    assert!(containers_of(&app_id).is_empty(), "nothing of {app_id} is left");
 }
