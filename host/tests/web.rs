@@ -263,9 +263,38 @@ fn settings_keep_the_token_and_list_bundles_and_publishers() {
     browser_scenario("settings");
 }
 
+/// Serves `bytes` at a loopback URL, over plain HTTP/1.1, until the test ends.
+fn serve_file(bytes: Vec<u8>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/bundle.prox", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&bytes);
+        }
+    });
+    url
+}
+
 #[test]
 fn bundle_upload_reviews_grown_grants_and_explains_untrusted_bundles() {
-    browser_scenario("bundles");
+    if !browser_ready() {
+        return;
+    }
+    let url = serve_file(fs::read(&fixture().untrusted).unwrap());
+    let (_data, strict) = server(&["--backend", "sim"]);
+    scenario("bundles", &strict, &[("BUNDLE_URL", url)]);
+    // A server that takes allow_untrusted over the API offers it on the page.
+    let (_data, lenient) = server(&["--backend", "sim", "--api-allow-untrusted"]);
+    scenario("bundles-allow", &lenient, &[]);
 }
 
 #[test]

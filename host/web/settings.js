@@ -60,7 +60,7 @@ function bundlesTable(list) {
             h('td', { 'data-label': 'Version' }, b.version),
             h('td', { 'data-label': 'Publisher' }, b.signers.length
               ? b.signers.map((s, i) => [i ? ', ' : '', s.name, s.key_id ? h('span', { class: 'muted small' }, ` (key ${s.key_id})`) : '', s.trusted ? '' : h('strong', {}, ' — no longer trusted')])
-              : h('em', {}, 'unsigned, allowed by its digest')),
+              : h('em', {}, 'no trusted signer: allowed by its digest')),
             h('td', { 'data-label': 'Digest' }, shortDigest(b.digest)),
           ),
         ),
@@ -117,14 +117,14 @@ function installSection(bundles) {
           h('p', { id: 'install-result' }, h('strong', {}, installed.unchanged
             ? `${installed.id} ${installed.version} was already installed from this bundle; nothing changed.`
             : `${installed.id} ${installed.version} installed${installed.previous_version ? ` (replacing ${installed.previous_version})` : ''}.`)),
-          h('p', {}, installed.signers.length ? `Signed by ${installed.signers.join(', ')}.` : 'Not signed by a trusted key: allowed by its digest.'),
+          h('p', {}, installed.signers.length ? `Signed by ${installed.signers.join(', ')}.` : 'No trusted key signed it: allowed by its digest.'),
           installed.added_grants.length ? [h('p', {}, 'Newly granted:'), grantsList(installed.added_grants)] : null,
         ),
       );
       announce(`${installed.id} ${installed.version} installed.`);
       await bundles.reload();
     } catch (err) {
-      showRefusal(err, source);
+      showRefusal(err, source, query);
     } finally {
       uploadButton.disabled = false;
       urlButton.disabled = false;
@@ -132,7 +132,9 @@ function installSection(bundles) {
     review.focus();
   };
 
-  const showRefusal = (err, source) => {
+  // `query` holds what the operator already confirmed: a second refusal
+  // (new grants after allowing an untrusted bundle) keeps it.
+  const showRefusal = (err, source, query) => {
     if (!(err instanceof ApiError)) {
       fill(review, notice('error', err.message));
       return;
@@ -144,7 +146,7 @@ function installSection(bundles) {
     if (err.code === 'grants-grew' && err.digest) {
       const accept = h('button', { type: 'button', class: 'button', id: 'accept-grants' }, 'Accept the new grants and install');
       const cancel = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
-      accept.addEventListener('click', () => attempt(source, { accept_grants: err.digest }));
+      accept.addEventListener('click', () => attempt(source, { ...query, accept_grants: err.digest }));
       cancel.addEventListener('click', () => fill(review, notice('ok', 'Not installed.')));
       fill(
         review,
@@ -165,7 +167,7 @@ function installSection(bundles) {
       const allow = list && list.allow_untrusted && err.digest
         ? h('button', { type: 'button', class: 'button danger', id: 'allow-untrusted' }, 'Install this bundle anyway')
         : null;
-      if (allow) allow.addEventListener('click', () => attempt(source, { allow_untrusted: err.digest }));
+      if (allow) allow.addEventListener('click', () => attempt(source, { ...query, allow_untrusted: err.digest }));
       fill(
         review,
         h(
@@ -176,7 +178,7 @@ function installSection(bundles) {
           h('p', {}, 'A bundle runs code on this server, so it is refused unless one of the trusted keys signed it. To install it: add its publisher\'s public key to the server\'s trusted-keys directory and restart the server',
             err.digest ? [', or, on the server\'s host, run ', h('code', {}, `proximity recipe install FILE --allow-untrusted=${err.digest}`)] : '',
             '.'),
-          allow ? [h('p', {}, 'This server also accepts such a bundle over the API when you name its digest:'), h('p', {}, allow)] : null,
+          allow ? [h('p', {}, 'This server lets you allow this one bundle by its digest, if you know and trust where it comes from:'), h('p', {}, allow)] : null,
         ),
       );
       return;

@@ -379,9 +379,10 @@ const scenarios = {
       await page.locator('#bundles-table tr[data-bundle="redis"] td[data-label="Version"]', { hasText: '0.2.0' }).waitFor();
       await shot(page, 'bundle-installed');
 
-      // Signed by a key the server does not trust: refused, with what to do.
-      await page.getByLabel('Bundle file (.prox)').setInputFiles(env.BUNDLE_UNTRUSTED);
-      await page.getByRole('button', { name: 'Upload and install' }).click();
+      // Signed by a key the server does not trust, fetched by the server from
+      // a URL: refused, with what to do.
+      await page.getByLabel('Or a URL the server fetches it from').fill(env.BUNDLE_URL);
+      await page.getByRole('button', { name: 'Fetch and install' }).click();
       const untrusted = page.locator('#untrusted-review');
       await untrusted.waitFor();
       const words = await untrusted.textContent();
@@ -390,6 +391,24 @@ const scenarios = {
       assert.equal(await page.locator('#allow-untrusted').count(), 0, 'this server takes no allow_untrusted over the API');
       assert.equal(await page.locator('#bundles-table tr[data-bundle="nginx"] td[data-label="Version"]').textContent(), '0.1.0');
       await shot(page, 'bundle-untrusted');
+    });
+  },
+
+  async 'bundles-allow'() {
+    await browse(async (page) => {
+      await open(page, '#/settings');
+      await page.locator('#bundles-table tr[data-bundle="nginx"]').waitFor();
+      await page.getByLabel('Bundle file (.prox)').setInputFiles(env.BUNDLE_UNTRUSTED);
+      await page.getByRole('button', { name: 'Upload and install' }).click();
+      await page.locator('#untrusted-review').waitFor();
+      const allow = page.getByRole('button', { name: 'Install this bundle anyway' });
+      await allow.waitFor();
+      await shot(page, 'bundle-untrusted-allowable');
+      await allow.click();
+      await page.locator('#install-result', { hasText: 'nginx 0.3.0 installed (replacing 0.1.0)' }).waitFor();
+      const row = page.locator('#bundles-table tr[data-bundle="nginx"]');
+      await row.locator('td[data-label="Version"]', { hasText: '0.3.0' }).waitFor();
+      assert.match(await row.locator('td[data-label="Publisher"]').textContent(), /no trusted signer/);
     });
   },
 
