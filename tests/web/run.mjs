@@ -362,6 +362,16 @@ const scenarios = {
   },
 
   async bundles() {
+    // A redis app on 0.1.0, to upgrade once 0.2.0 is installed.
+    const headers = { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' };
+    const accepted = await (await fetch(`${base}/api/v1/deployments`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ recipe: 'redis', app_id: 'web-redis-up' }),
+    })).json();
+    const events = await (await fetch(`${base}/api/v1/deployments/${accepted.id}/events`, { headers })).text();
+    assert.match(events, /"state":"succeeded"/, 'redis 0.1.0 deployed');
+
     await browse(async (page) => {
       await open(page, '#/settings');
       await page.locator('#bundles-table tr[data-bundle="redis"]').waitFor();
@@ -378,6 +388,18 @@ const scenarios = {
       await page.locator('#install-result', { hasText: 'redis 0.2.0 installed (replacing 0.1.0)' }).waitFor();
       await page.locator('#bundles-table tr[data-bundle="redis"] td[data-label="Version"]', { hasText: '0.2.0' }).waitFor();
       await shot(page, 'bundle-installed');
+
+      // The app on 0.1.0 can now be upgraded from its page.
+      await open(page, '#/apps/web-redis-up');
+      assert.match(await page.locator('#app-facts').textContent(), /redis 0\.1\.0 \(the catalog has 0\.2\.0\)/);
+      await page.getByRole('button', { name: 'Upgrade' }).click();
+      await page.getByRole('dialog', { name: 'Upgrade web-redis-up?' }).getByRole('button', { name: 'Upgrade' }).click();
+      await page.getByRole('heading', { level: 1, name: 'Upgrading web-redis-up' }).waitFor();
+      await page.locator('#job-status[data-state="succeeded"]').waitFor();
+      await page.locator('#job-success', { hasText: 'web-redis-up was upgraded' }).waitFor();
+      await open(page, '#/apps');
+      assert.match(await page.locator('#apps-table tr[data-app="web-redis-up"]').textContent(), /redis 0\.2\.0/);
+      await open(page, '#/settings');
 
       // Signed by a key the server does not trust, fetched by the server from
       // a URL: refused, with what to do.
