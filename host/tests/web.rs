@@ -149,6 +149,8 @@ fn make_fixture() -> Fixture {
                 .replace("name = \"nginx\"", "name = \"Failing nginx\"")
                 .replace("category = \"web\"", "category = \"testing\"")
                 .replacen("description = \"", "description = \"(Test recipe: its configuration check fails.) ", 1)
+                // A boolean and an enum for the form (the recipe ignores them).
+                + "\n[[parameters]]\nname = \"verbose\"\ntype = \"boolean\"\ndescription = \"Log more\"\ndefault = false\n\n[[parameters]]\nname = \"flavour\"\ntype = \"enum\"\ndescription = \"Which page style\"\nchoices = [\"plain\", \"fancy\"]\ndefault = \"plain\"\n"
         },
         Some("[[exec]]\nprefix = [\"nginx\", \"-t\"]\nstatus = 1\nstderr = \"nginx: [emerg] unknown directive \\\"gretting\\\"\"\n"),
     );

@@ -224,6 +224,23 @@ const scenarios = {
       assert.match(plan, /compose/);
       assert.ok(!plan.includes(generated), 'no secret in the plan');
       await shot(page, 'dry-run-plan');
+
+      // Booleans are checkboxes, enums are selects; the request carries their types.
+      await open(page, '#/recipes/failing-nginx/deploy');
+      const verbose = page.getByLabel('verbose');
+      assert.equal(await verbose.getAttribute('type'), 'checkbox');
+      assert.equal(await verbose.isChecked(), false);
+      const flavour = page.getByLabel('flavour');
+      assert.deepEqual(await flavour.locator('option').allTextContents(), ['plain', 'fancy']);
+      assert.equal(await flavour.inputValue(), 'plain');
+      await verbose.check();
+      await flavour.selectOption('fancy');
+      const sent = page.waitForRequest((r) => r.url().endsWith('/api/v1/deployments') && r.method() === 'POST');
+      await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+      const body = JSON.parse((await sent).postData());
+      assert.deepEqual(body.params, { greeting: 'Hello from Proximity', verbose: true, flavour: 'fancy' });
+      assert.equal(body.dry_run, false);
+      await page.locator('#job-failure').waitFor();
     });
   },
 

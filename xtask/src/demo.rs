@@ -96,6 +96,7 @@ pub fn run(root: &Path, keep: bool) -> Result<()> {
 
     if keep {
         println!("xtask: serving until Ctrl-C; API at {url}/api/v1, token {token}");
+        println!("xtask: the web page is at {url}/ (enter the token under Settings)");
         wait_forever();
     }
     println!(
