@@ -403,3 +403,40 @@ pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         format!("`{}` does not take {method} (see the Allow header)", uri.path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn entry(dir: &std::path::Path, icon: &str) -> CatalogEntry {
+        let toml = format!(
+            "[recipe]\nid = \"hello\"\nname = \"Hello\"\nversion = \"1.0.0\"\ndescription = \"d\"\ncategory = \"c\"\n\
+             icon = \"{icon}\"\n"
+        );
+        CatalogEntry { dir: dir.to_path_buf(), manifest: Arc::new(Manifest::from_toml_str(&toml).unwrap()) }
+    }
+
+    #[test]
+    fn icons_are_served_by_type_from_inside_the_recipe_only() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("hello");
+        std::fs::create_dir_all(dir.join("img")).unwrap();
+        std::fs::write(dir.join("img/icon.svg"), "<svg/>").unwrap();
+        std::fs::write(dir.join("icon.PNG"), [0x89, b'P', b'N', b'G']).unwrap();
+        std::fs::write(dir.join("notes.txt"), "text").unwrap();
+        std::fs::write(root.path().join("secret.svg"), "<svg>outside</svg>").unwrap();
+        std::os::unix::fs::symlink(root.path().join("secret.svg"), dir.join("escape.svg")).unwrap();
+        std::fs::write(dir.join("huge.svg"), vec![b' '; (MAX_ICON_BYTES + 1) as usize]).unwrap();
+
+        let (kind, bytes) = read_icon(&entry(&dir, "img/icon.svg")).unwrap();
+        assert_eq!((kind, bytes.as_slice()), ("image/svg+xml", b"<svg/>".as_slice()));
+        assert_eq!(read_icon(&entry(&dir, "icon.PNG")).unwrap().0, "image/png");
+        for refused in ["notes.txt", "escape.svg", "huge.svg", "missing.svg", "img"] {
+            let err = read_icon(&entry(&dir, refused)).unwrap_err();
+            assert_eq!(err.status, StatusCode::NOT_FOUND, "{refused}");
+        }
+    }
+}
