@@ -2,7 +2,7 @@
 // filter. Public: no token needed.
 
 import { get, iconUrl } from './api.js';
-import { announce, fill, h } from './dom.js';
+import { fill, h } from './dom.js';
 
 /** The recipe's icon, or its initial when it has none (or it fails to load). */
 export function recipeIcon(recipe, size = 56) {
@@ -49,7 +49,8 @@ export async function catalogView({ main, signal, params }) {
       h('p', { class: 'muted small' }, `Version ${recipe.version}`),
     );
 
-  const update = (say) => {
+  // The count is a live region: screen readers hear it change.
+  const update = () => {
     const words = search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
     const chosen = category.value;
     const shown = recipes.filter((r) => {
@@ -64,7 +65,6 @@ export async function catalogView({ main, signal, params }) {
         ? 'No app matches.'
         : `${shown.length} of ${recipes.length} apps`;
     count.textContent = message;
-    if (say) announce(message);
     // Keep the filter in the address (no new history entry, no re-render).
     const query = new URLSearchParams();
     if (search.value.trim()) query.set('q', search.value.trim());
@@ -72,8 +72,8 @@ export async function catalogView({ main, signal, params }) {
     const wanted = query.toString() ? `#/?${query}` : '#/';
     if (location.hash !== wanted && (location.hash || wanted !== '#/')) history.replaceState(null, '', wanted);
   };
-  search.addEventListener('input', () => update(false));
-  category.addEventListener('change', () => update(true));
+  search.addEventListener('input', update);
+  category.addEventListener('change', update);
 
   fill(
     main,
@@ -87,5 +87,5 @@ export async function catalogView({ main, signal, params }) {
     count,
     grid,
   );
-  update(false);
+  update();
 }
