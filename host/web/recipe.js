@@ -6,18 +6,20 @@ import { announce, externalLink, fill, h, mib, notice, shortDigest } from './dom
 import { recipeIcon } from './catalog.js';
 import { serverHealth } from './app.js';
 
-function resourceRows(resources) {
+/** Rows of the resources table; a maximum comes from the range, else from the lxc grant's bound. */
+function resourceRows(resources, lxc = {}) {
   const rows = [
-    ['CPU cores', resources.cores, (v) => String(v)],
-    ['Memory', resources['memory-mb'], mib],
-    ['Swap', resources['swap-mb'], mib],
-    ['Disk', resources['disk-gb'], (v) => `${v} GB`],
+    ['CPU cores', resources.cores, (v) => String(v), lxc['max-cores']],
+    ['Memory', resources['memory-mb'], mib, lxc['max-memory-mb']],
+    ['Swap', resources['swap-mb'], mib, undefined],
+    ['Disk', resources['disk-gb'], (v) => `${v} GB`, lxc['max-disk-gb']],
   ];
   return rows
     .filter(([, range]) => range)
-    .map(([name, range, show]) =>
-      h('tr', {}, h('th', { scope: 'row' }, name), h('td', {}, show(range.default)), h('td', {}, show(range.min)), h('td', {}, range.max ? show(range.max) : '—')),
-    );
+    .map(([name, range, show, bound]) => {
+      const max = range.max ?? bound;
+      return h('tr', {}, h('th', { scope: 'row' }, name), h('td', {}, show(range.default)), h('td', {}, show(range.min)), h('td', {}, max ? show(max) : '—'));
+    });
 }
 
 function header(detail) {
@@ -64,7 +66,7 @@ export async function recipeView({ main, signal }, id) {
       h(
         'div',
         { class: 'table-wrap' },
-        h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Resource'), h('th', { scope: 'col' }, 'Default'), h('th', { scope: 'col' }, 'Minimum'), h('th', { scope: 'col' }, 'Maximum'))), h('tbody', {}, resourceRows(manifest.resources || {}))),
+        h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Resource'), h('th', { scope: 'col' }, 'Default'), h('th', { scope: 'col' }, 'Minimum'), h('th', { scope: 'col' }, 'Maximum'))), h('tbody', {}, resourceRows(manifest.resources || {}, (manifest.grants || {}).lxc || {}))),
       ),
     ),
     h(
@@ -209,6 +211,8 @@ export async function deployView({ main, signal }, id) {
   const manifest = detail.manifest;
   const fields = (manifest.parameters || []).map(paramField);
   const resources = manifest.resources || {};
+  const lxc = (manifest.grants || {}).lxc || {};
+  const bounded = (range, grant) => ({ ...range, max: range.max ?? lxc[grant] });
   const extra = {
     app_id: (() => {
       const error = h('p', { class: 'field-error', id: 'deploy-app-id-error', hidden: true });
@@ -225,9 +229,9 @@ export async function deployView({ main, signal }, id) {
         },
       };
     })(),
-    cores: resources.cores && numberField('deploy-cores', 'CPU cores', resources.cores, 'Cores'),
-    'memory-mb': resources['memory-mb'] && numberField('deploy-memory', 'Memory (MiB)', resources['memory-mb'], 'MiB'),
-    'disk-gb': resources['disk-gb'] && numberField('deploy-disk', 'Disk (GB)', resources['disk-gb'], 'GB'),
+    cores: resources.cores && numberField('deploy-cores', 'CPU cores', bounded(resources.cores, 'max-cores'), 'Cores'),
+    'memory-mb': resources['memory-mb'] && numberField('deploy-memory', 'Memory (MiB)', bounded(resources['memory-mb'], 'max-memory-mb'), 'MiB'),
+    'disk-gb': resources['disk-gb'] && numberField('deploy-disk', 'Disk (GB)', bounded(resources['disk-gb'], 'max-disk-gb'), 'GB'),
   };
   const node = h('input', { id: 'deploy-node', type: 'text', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'deploy-node-hint' });
   const dryRun = h('input', { id: 'deploy-dry-run', type: 'checkbox' });

@@ -211,9 +211,20 @@ const scenarios = {
       await page.locator('#deploy-problems [role="alert"]').waitFor();
       await shot(page, 'deploy-form-error');
 
+      // Resources past the grant's bound: the error sits by the resource field.
+      await port.fill('8080');
+      await page.locator('details.resources summary').click();
+      const cores = page.getByLabel('CPU cores');
+      assert.equal(await cores.getAttribute('max'), '4', 'the lxc grant bounds the cores');
+      await cores.fill('99');
+      await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+      await page.locator('#deploy-cores-error').waitFor({ state: 'visible' });
+      assert.equal(await page.locator('#param-http-port-error').isVisible(), false, 'the fixed field is clear');
+      await shot(page, 'deploy-form-resource-error');
+      await cores.fill('2');
+
       // Fixed, as a dry run: the plan is shown, nothing is created.
       const generated = await secret.inputValue();
-      await port.fill('8080');
       await page.getByLabel(/Dry run/).check();
       await page.getByRole('button', { name: 'Show the plan' }).click();
       await page.getByRole('heading', { level: 1, name: 'Dry run of wordpress' }).waitFor();
