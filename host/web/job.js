@@ -213,7 +213,11 @@ export async function jobView({ main, signal }, id) {
     status.dataset.state = state;
     status.textContent = text;
   };
-  setStatus(job.state, job.state === 'queued' ? 'Queued: waiting for a free slot…' : 'Running…');
+  // The final state is shown only once the stream's `end` has arrived, with
+  // every step before it.
+  if (job.state === 'queued') setStatus('queued', 'Queued: waiting for a free slot…');
+  else if (job.state === 'running') setStatus('running', 'Running…');
+  else setStatus('replaying', 'Reading the job\'s events…');
 
   const start = (name) => {
     if (current) current.set('done');

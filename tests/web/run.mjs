@@ -173,7 +173,7 @@ const scenarios = {
     await browse(async (page) => {
       await open(page, '');
       await page.getByRole('link', { name: 'WordPress' }).click();
-      await page.getByRole('heading', { level: 1, name: 'WordPress' }).waitFor();
+      await shown(page, '/recipes/wordpress');
       const text = await page.locator('main').textContent();
       assert.match(text, /Version 0\.1\.0/);
       assert.match(text, /Docker inside an unprivileged Alpine/, 'the notes');
@@ -183,7 +183,7 @@ const scenarios = {
       await shot(page, 'recipe-detail');
 
       await page.getByRole('link', { name: 'Deploy WordPress…' }).click();
-      await page.getByRole('heading', { level: 1, name: 'Deploy WordPress' }).waitFor();
+      await shown(page, '/recipes/wordpress/deploy');
       await checkLabels(page);
       // Typed fields with their defaults.
       const port = page.getByLabel('http-port');
@@ -281,6 +281,7 @@ const scenarios = {
       await shot(page, 'progress-done');
 
       await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Apps' }).click();
+      await shown(page, '/apps');
       const row = page.locator('#apps-table tr[data-app="web-nginx"]');
       await row.waitFor();
       assert.equal(await row.locator('[data-state]').textContent(), 'running');
@@ -288,7 +289,7 @@ const scenarios = {
       await shot(page, 'apps');
 
       await row.getByRole('link', { name: 'web-nginx' }).click();
-      await page.getByRole('heading', { level: 1, name: 'web-nginx' }).waitFor();
+      await shown(page, '/apps/web-nginx');
       await page.getByRole('button', { name: 'Show logs' }).click();
       await page.locator('#app-logs pre').waitFor();
 
