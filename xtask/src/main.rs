@@ -82,7 +82,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
     // The real-container, SSH and Docker tests need these; without them they
     // fail (never skip in CI), saying what is missing.
-    let needed = [packages::LXC, packages::SSH_SERVER, packages::DOCKER].concat();
+    let needed = [packages::LXC, packages::SSH_SERVER, packages::DOCKER, packages::DATABASE_CLIENTS].concat();
     if let Err(why) = packages::ensure(&needed, "the real-container, SSH and Docker tests") {
         println!("xtask: {why:#}; those tests will fail and say what is missing");
     }

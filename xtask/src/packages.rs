@@ -19,6 +19,9 @@ pub const SSH_SERVER: &[&str] = &["openssh-server", "openssh-client"];
 /// The proxy discovery tests start a private Docker engine in Swarm mode.
 pub const DOCKER: &[&str] = &["docker.io"];
 
+/// The PostgreSQL recipe's real-container test signs in from the host with `psql`.
+pub const DATABASE_CLIENTS: &[&str] = &["postgresql-client"];
+
 /// The browser tests (host/tests/web.rs) drive Debian's Chromium, headless.
 pub const BROWSER: &[&str] = &["chromium"];
 
