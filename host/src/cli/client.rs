@@ -22,7 +22,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 pub enum ClientError {
     /// The server answered with a non-2xx status.
     #[error("{}", render_api_error(*.status, .code, .message, .details))]
-    Api { status: u16, code: String, message: String, details: Vec<api::FieldProblem> },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        details: Vec<api::FieldProblem>,
+        /// The bundle a `POST /recipes` refusal names, to confirm it by.
+        digest: Option<String>,
+    },
     /// Nothing answered: refused, unresolvable, timed out, TLS failed.
     #[error("cannot reach the Proximity server at {url}: {cause} (is `proximity serve` running?)")]
     Unreachable { url: String, cause: String },
@@ -268,6 +275,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             code: error.code,
             message: error.message,
             details: error.details,
+            digest: error.digest,
         },
         // Not our JSON: a proxy in between, or a server of something else.
         Err(_) => {
@@ -288,6 +296,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
                 code: reason.to_ascii_lowercase().replace(' ', "-"),
                 message,
                 details: Vec::new(),
+                digest: None,
             }
         }
     }
@@ -618,6 +627,7 @@ mod tests {
                 api::FieldProblem { field: "params.admin_email".into(), problem: "is required".into() },
                 api::FieldProblem { field: "resources.cores".into(), problem: "must be at most 8".into() },
             ],
+            digest: None,
         };
         assert_eq!(
             err.to_string(),
@@ -634,6 +644,7 @@ mod tests {
             code: "unauthorized".into(),
             message: "missing bearer token".into(),
             details: vec![],
+            digest: None,
         };
         assert_eq!(
             err.to_string(),

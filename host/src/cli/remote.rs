@@ -550,7 +550,13 @@ mod tests {
     #[test]
     fn only_4xx_answers_are_refusals() {
         let api = |status| {
-            anyhow::Error::from(ClientError::Api { status, code: "x".into(), message: "y".into(), details: vec![] })
+            anyhow::Error::from(ClientError::Api {
+                status,
+                code: "x".into(),
+                message: "y".into(),
+                details: vec![],
+                digest: None,
+            })
         };
         assert!(is_refusal(&api(404)));
         assert!(is_refusal(&api(401)));

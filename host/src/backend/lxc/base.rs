@@ -81,7 +81,7 @@ pub async fn ensure(
 
 async fn remove_leftover(lxcpath: &Path, name: &str) -> Result<(), BackendError> {
     if lxcpath.join(name).exists() {
-        tracing::warn!(base = name, "removing a half-built base image");
+        tracing::warn!(base = name, "removing an unfinished or outdated base image");
         let p = lxcpath.as_os_str();
         if tool("lxc-destroy", [p, "-n".as_ref(), name.as_ref(), "-f".as_ref()], COPY_TIMEOUT).await.is_err() {
             let dir = lxcpath.join(name);

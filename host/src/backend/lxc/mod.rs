@@ -75,7 +75,10 @@ struct Inner {
 impl LxcBackend {
     /// Check the host (root, tools, cgroups, id ranges, bridge) and prepare
     /// the lxcpath. Every failure says how to fix it.
-    pub async fn new(config: LxcConfig) -> Result<Self, BackendError> {
+    pub async fn new(mut config: LxcConfig) -> Result<Self, BackendError> {
+        // lxc-create fails on a relative lxcpath ("Bad file descriptor"), and
+        // the container configs it writes must not depend on the working directory.
+        config.lxcpath = std::path::absolute(&config.lxcpath).map_err(io_error("resolving the lxcpath"))?;
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             return Err(BackendError::Failed(format!("the lxc backend needs root; {SETUP_HINT}")));

@@ -110,18 +110,21 @@ pub async fn publish(args: PublishArgs) -> Result<()> {
         accept_grants: for_url(&args.confirm.accept_grants, "accept-grants")?,
         allow_untrusted: for_url(&args.confirm.allow_untrusted, "allow-untrusted")?,
     };
-    let bytes = match &source {
-        BundleSource::Bytes(bytes) => Some(bytes.clone()),
-        BundleSource::Url(_) => None,
+    let retry = match &source {
+        BundleSource::Bytes(bytes) => BundleSource::Bytes(bytes.clone()),
+        BundleSource::Url(url) => BundleSource::Url(url.clone()),
     };
     let mut result = client.install_recipe(source, &query).await;
-    if let (Err(err), Some(bytes), Some(digest)) = (&result, bytes, &digest) {
-        if let Some(ClientError::Api { code, details, .. }) = err.downcast_ref::<ClientError>() {
-            if code == "grants-grew" && query.accept_grants.is_none() {
+    if let Err(err) = &result {
+        if let Some(ClientError::Api { code, details, digest: named, .. }) = err.downcast_ref::<ClientError>() {
+            // The bundle's own digest when the file is here; for a URL, the
+            // one the server computed from what it fetched.
+            let reviewed = digest.clone().or_else(|| named.clone());
+            if let (true, Some(reviewed)) = (code == "grants-grew" && query.accept_grants.is_none(), reviewed) {
                 let added: Vec<String> = details.iter().map(|d| d.problem.clone()).collect();
                 if ask_for_grants(&args.bundle, "the installed version", "this bundle", &added)? {
-                    query.accept_grants = Some(digest.clone());
-                    result = client.install_recipe(BundleSource::Bytes(bytes), &query).await;
+                    query.accept_grants = Some(reviewed);
+                    result = client.install_recipe(retry, &query).await;
                 }
             }
         }
