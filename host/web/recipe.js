@@ -331,7 +331,7 @@ export async function deployView({ main, signal }, id) {
     main,
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Catalog'), ' / ', h('a', { href: `#/recipes/${id}` }, detail.name), ' / Deploy'),
     h('h1', { id: 'deploy-h' }, `Deploy ${detail.name}`),
-    h('p', { class: 'muted' }, `Version ${detail.version}. `, 'It may: ', detail.grants.join('; ') || 'nothing', '.'),
+    h('p', { class: 'muted' }, `Version ${detail.version}. `, 'What it may do: ', detail.grants.join('; ') || 'nothing', '.'),
     form,
   );
 }
