@@ -10,6 +10,7 @@
 //! destroys the container afterwards). Health: the service, the port from the
 //! host, and a query as the app's account.
 
+use proximity_sdk::os::uninstall_app_service;
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
 
@@ -89,21 +90,7 @@ impl Recipe for MariaDb {
 
         progress::step("Upgrading MariaDB");
         log::info(format!("from recipe version {from_version}"));
-        let apt = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(PACKAGE_TIMEOUT);
-        c.run_with(&["apt-get", "update", "-q"], &apt).context("refreshing the package lists")?;
-        let mut argv = vec![
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--only-upgrade",
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-        ];
-        argv.extend_from_slice(UPGRADE_PACKAGES);
-        c.run_with(&argv, &apt).context("upgrading the MariaDB packages")?;
+        c.upgrade_packages_within(UPGRADE_PACKAGES, PACKAGE_TIMEOUT).context("upgrading the MariaDB packages")?;
 
         configure_and_start(&c, &settings)?;
         Ok(app_info(&settings, c.address()?))
@@ -115,12 +102,7 @@ impl Recipe for MariaDb {
     /// command, and that must not keep the app from being removed.
     fn uninstall(_ctx: &Context) -> Result<()> {
         progress::step("Stopping MariaDB");
-        for c in app_containers() {
-            if let Err(err) = c.run(&["systemctl", "disable", "--now", SERVICE]) {
-                log::warn(format!("could not stop MariaDB in {}: {err}", c.id()));
-            }
-        }
-        Ok(())
+        uninstall_app_service(SERVICE)
     }
 
     fn health(ctx: &Context) -> Result<HealthReport> {

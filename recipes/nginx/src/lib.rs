@@ -5,6 +5,7 @@
 //! written again, the same checks. Uninstall: nginx stopped (the host destroys
 //! the container). Health: the service, the configuration and the page.
 
+use proximity_sdk::os::uninstall_app_service;
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
 
@@ -18,7 +19,6 @@ const SITE_CONFIG: &str = include_str!("../site.conf");
 const INDEX_TEMPLATE: &str = include_str!("../index.html");
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
-const PACKAGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 struct Nginx;
 
@@ -46,27 +46,9 @@ impl Recipe for Nginx {
 
         progress::step("Upgrading nginx");
         log::info(format!("from recipe version {from_version}"));
-        let apt = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(PACKAGE_TIMEOUT);
-        c.run_with(&["apt-get", "update", "-q"], &apt).context("refreshing the package lists")?;
-        // The site file is one of nginx-common's conffiles: keep ours
-        // (--force-confold) rather than stop at dpkg's question.
-        c.run_with(
-            &[
-                "apt-get",
-                "install",
-                "-y",
-                "-q",
-                "--only-upgrade",
-                "-o",
-                "Dpkg::Options::=--force-confdef",
-                "-o",
-                "Dpkg::Options::=--force-confold",
-                "nginx",
-                "nginx-common",
-            ],
-            &apt,
-        )
-        .context("upgrading nginx")?;
+        // The site file is one of nginx-common's conffiles: the upgrade keeps
+        // ours rather than stop at dpkg's question.
+        c.upgrade_packages(&["nginx", "nginx-common"])?;
 
         write_site(&c, ctx, greeting)?;
         start_and_wait(&c)?;
@@ -78,12 +60,7 @@ impl Recipe for Nginx {
     /// must not keep the app from being removed.
     fn uninstall(_ctx: &Context) -> Result<()> {
         progress::step("Stopping nginx");
-        for c in app_containers() {
-            if let Err(err) = c.run(&["systemctl", "disable", "--now", "nginx"]) {
-                log::warn(format!("could not stop nginx in {}: {err}", c.id()));
-            }
-        }
-        Ok(())
+        uninstall_app_service("nginx")
     }
 
     fn health(_ctx: &Context) -> Result<HealthReport> {

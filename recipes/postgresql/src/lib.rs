@@ -10,6 +10,7 @@
 //! destroys the container afterwards). Health: the service, the port from
 //! the host, and a query as the app's role.
 
+use proximity_sdk::os::uninstall_app_service;
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
 
@@ -90,21 +91,7 @@ impl Recipe for PostgreSql {
 
         progress::step("Upgrading PostgreSQL");
         log::info(format!("from recipe version {from_version}"));
-        let apt = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(PACKAGE_TIMEOUT);
-        c.run_with(&["apt-get", "update", "-q"], &apt).context("refreshing the package lists")?;
-        let mut argv = vec![
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--only-upgrade",
-            "-o",
-            "Dpkg::Options::=--force-confdef",
-            "-o",
-            "Dpkg::Options::=--force-confold",
-        ];
-        argv.extend_from_slice(UPGRADE_PACKAGES);
-        c.run_with(&argv, &apt).context("upgrading the PostgreSQL packages")?;
+        c.upgrade_packages_within(UPGRADE_PACKAGES, PACKAGE_TIMEOUT).context("upgrading the PostgreSQL packages")?;
         let version = c.run(&["psql", "--version"]).unwrap_or_default();
         if !version.trim().is_empty() {
             log::info(format!("now {}", version.trim()));
@@ -120,13 +107,8 @@ impl Recipe for PostgreSql {
     /// command, and that must not keep the app from being removed.
     fn uninstall(_ctx: &Context) -> Result<()> {
         progress::step("Stopping PostgreSQL");
-        for c in app_containers() {
-            // Stopping postgresql.service stops every cluster (they are PartOf it).
-            if let Err(err) = c.run(&["systemctl", "disable", "--now", "postgresql"]) {
-                log::warn(format!("could not stop PostgreSQL in {}: {err}", c.id()));
-            }
-        }
-        Ok(())
+        // Stopping postgresql.service stops every cluster (they are PartOf it).
+        uninstall_app_service("postgresql")
     }
 
     fn health(ctx: &Context) -> Result<HealthReport> {

@@ -6,6 +6,7 @@
 //! restart, PING. Uninstall: Redis stopped (the host destroys the container).
 //! Health: the service, the port from the host, and PING with the password.
 
+use proximity_sdk::os::uninstall_app_service;
 use proximity_sdk::prelude::*;
 use proximity_sdk::template;
 
@@ -15,7 +16,6 @@ const CONFIG_PATH: &str = "/etc/redis/redis.conf";
 const CONFIG_TEMPLATE: &str = include_str!("../redis.conf");
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
-const PACKAGE_TIMEOUT: Duration = Duration::from_secs(600);
 
 struct Redis;
 
@@ -44,28 +44,10 @@ impl Recipe for Redis {
 
         progress::step("Upgrading Redis");
         log::info(format!("from recipe version {from_version}"));
-        let apt = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(PACKAGE_TIMEOUT);
-        c.run_with(&["apt-get", "update", "-q"], &apt).context("refreshing the package lists")?;
         // redis.conf is one of the package's conffiles and this recipe
-        // rewrites it: keep ours (--force-confold) rather than stop at
-        // dpkg's question; it is written again below anyway.
-        c.run_with(
-            &[
-                "apt-get",
-                "install",
-                "-y",
-                "-q",
-                "--only-upgrade",
-                "-o",
-                "Dpkg::Options::=--force-confdef",
-                "-o",
-                "Dpkg::Options::=--force-confold",
-                "redis-server",
-                "redis-tools",
-            ],
-            &apt,
-        )
-        .context("upgrading Redis")?;
+        // rewrites it: the upgrade keeps ours rather than stop at dpkg's
+        // question; it is written again below anyway.
+        c.upgrade_packages(&["redis-server", "redis-tools"]).context("upgrading Redis")?;
 
         configure_and_start(&c, password, maxmemory_mb)?;
         Ok(app_info(c.address()?))
@@ -77,12 +59,7 @@ impl Recipe for Redis {
     /// from being removed.
     fn uninstall(_ctx: &Context) -> Result<()> {
         progress::step("Stopping Redis");
-        for c in app_containers() {
-            if let Err(err) = c.run(&["systemctl", "disable", "--now", "redis-server"]) {
-                log::warn(format!("could not stop Redis in {}: {err}", c.id()));
-            }
-        }
-        Ok(())
+        uninstall_app_service("redis-server")
     }
 
     fn health(ctx: &Context) -> Result<HealthReport> {

@@ -89,6 +89,80 @@ impl Container {
         }
         Ok(())
     }
+
+    /// Upgrade installed `packages` to the newest the distribution has,
+    /// installing nothing new; each command bounded by
+    /// [`DEFAULT_PACKAGE_TIMEOUT`].
+    pub fn upgrade_packages<S: AsRef<str>>(&self, packages: &[S]) -> Result<()> {
+        self.upgrade_packages_within(packages, DEFAULT_PACKAGE_TIMEOUT)
+    }
+
+    /// Upgrade `packages`; each package-manager command gets `timeout`.
+    ///
+    /// Alpine: `apk upgrade --no-cache …`. Debian: `apt-get update -q`, then
+    /// `apt-get install -y -q --only-upgrade …`, both with
+    /// `DEBIAN_FRONTEND=noninteractive`. dpkg keeps configuration files the
+    /// recipe changed (`--force-confdef`, `--force-confold`) instead of
+    /// stopping the run with a question; recipes write theirs again anyway.
+    pub fn upgrade_packages_within<S: AsRef<str>>(&self, packages: &[S], timeout: Duration) -> Result<()> {
+        let names: Vec<&str> = packages.iter().map(AsRef::as_ref).collect();
+        let what = format!("upgrading {}", names.join(" "));
+        match self.os_family()? {
+            OsFamily::Alpine => {
+                let options = ExecOptions::new().timeout(timeout);
+                let argv = [&["apk", "upgrade", "--no-cache"][..], &names].concat();
+                self.run_with(&argv, &options).context(what)?;
+            }
+            OsFamily::Debian => {
+                let options = ExecOptions::new().env("DEBIAN_FRONTEND", "noninteractive").timeout(timeout);
+                self.run_with(&["apt-get", "update", "-q"], &options).context(&what)?;
+                let upgrade = [
+                    "apt-get",
+                    "install",
+                    "-y",
+                    "-q",
+                    "--only-upgrade",
+                    "-o",
+                    "Dpkg::Options::=--force-confdef",
+                    "-o",
+                    "Dpkg::Options::=--force-confold",
+                ];
+                let argv = [&upgrade[..], &names].concat();
+                self.run_with(&argv, &options).context(what)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop `service` and keep it from starting again, before the host
+    /// destroys the container (an uninstall): a database gets to flush.
+    /// Debian: `systemctl disable --now SERVICE`. Alpine: `rc-service SERVICE
+    /// stop`, then `rc-update del SERVICE default`.
+    ///
+    /// Best effort: a container that no longer answers is no reason to keep
+    /// the app, so a failure is logged as a warning and never returned.
+    pub fn stop_service_for_removal(&self, service: &str) {
+        let stopped = self.os_family().and_then(|family| match family {
+            OsFamily::Alpine => {
+                self.run(&["rc-service", service, "stop"])?;
+                self.run(&["rc-update", "del", service, "default"]).map(drop)
+            }
+            OsFamily::Debian => self.run(&["systemctl", "disable", "--now", service]).map(drop),
+        });
+        if let Err(err) = stopped {
+            crate::log::warn(format!("could not stop {service} in {}: {err}", self.id()));
+        }
+    }
+}
+
+/// What a single-service app's `uninstall` does before the host destroys its
+/// containers: [`Container::stop_service_for_removal`] in each of them.
+/// Never fails; what cannot be stopped is logged as a warning.
+pub fn uninstall_app_service(service: &str) -> Result<()> {
+    for container in crate::container::app_containers() {
+        container.stop_service_for_removal(service);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
