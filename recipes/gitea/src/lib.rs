@@ -46,9 +46,7 @@ struct Settings<'a> {
     secret_key: &'a str,
     internal_token: &'a str,
     allow_registration: bool,
-    docker_install_timeout: Duration,
-    pull_timeout: Duration,
-    start_timeout: Duration,
+    timeouts: ComposeTimeouts,
 }
 
 impl<'a> Settings<'a> {
@@ -63,9 +61,7 @@ impl<'a> Settings<'a> {
             secret_key: ctx.param_str("secret-key")?,
             internal_token: ctx.param_str("internal-token")?,
             allow_registration: ctx.param_bool("allow-registration")?,
-            docker_install_timeout: ctx.param_secs("docker-install-timeout-secs")?,
-            pull_timeout: ctx.param_secs("pull-timeout-secs")?,
-            start_timeout: ctx.param_secs("start-timeout-secs")?,
+            timeouts: ComposeTimeouts::from_context(ctx)?,
         };
         if settings.http_port == settings.ssh_port {
             return Err(Error::invalid_input(format!(
@@ -102,8 +98,8 @@ impl<'a> Settings<'a> {
 
     /// The port accepts connections and Gitea reaches its database.
     fn wait_answering(&self, c: &Container) -> Result<()> {
-        c.wait_port(self.http_port, self.start_timeout)?;
-        c.wait_http(self.http_port, READY_PATH, Some(200), self.start_timeout).map(drop)
+        c.wait_port(self.http_port, self.timeouts.start)?;
+        c.wait_http(self.http_port, READY_PATH, Some(200), self.timeouts.start).map(drop)
     }
 
     fn create_admin(&self, compose: &Compose) -> Result<()> {
@@ -123,22 +119,21 @@ impl Recipe for Gitea {
         let settings = Settings::from_context(ctx)?;
 
         progress::step("Creating container");
-        let c = ContainerSpec::new(ctx, OS_TEMPLATE).nesting(true).keyctl(true).unprivileged(true).create()?;
+        let c = ContainerSpec::new(ctx, OS_TEMPLATE).docker_host().create()?;
         let address = c.address()?;
 
         progress::step("Installing Docker");
-        let docker = c.install_docker(settings.docker_install_timeout)?;
+        let docker = c.install_docker(settings.timeouts.docker_install)?;
 
         progress::step("Writing the compose file");
         let compose = docker.compose(PROJECT_DIR);
         compose.write_file(&settings.compose_file(&address)?)?;
 
         progress::step("Pulling images");
-        compose.pull(settings.pull_timeout).context("pulling images")?;
+        compose.pull(settings.timeouts.pull).context("pulling images")?;
 
         progress::step("Starting Gitea");
-        compose.up(settings.start_timeout).context("starting the services")?;
-        compose.wait_running(&SERVICES, 10, Duration::from_secs(3))?;
+        compose.up_and_wait(&SERVICES, &settings.timeouts.roll_out())?;
 
         progress::step("Waiting for Gitea");
         settings.wait_answering(&c)?;
@@ -163,7 +158,7 @@ impl Recipe for Gitea {
 
         progress::step("Updating the services");
         let compose = docker.compose(PROJECT_DIR);
-        let timeouts = RollOut::new(settings.pull_timeout, settings.start_timeout);
+        let timeouts = settings.timeouts.roll_out();
         compose.roll_out(&settings.compose_file(&address)?, &SERVICES, &timeouts)?;
 
         progress::step("Waiting for Gitea");

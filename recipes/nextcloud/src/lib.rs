@@ -41,9 +41,7 @@ struct Settings<'a> {
     db_password: &'a str,
     redis_password: &'a str,
     extra_trusted_domains: Vec<&'a str>,
-    docker_install_timeout: Duration,
-    pull_timeout: Duration,
-    start_timeout: Duration,
+    timeouts: ComposeTimeouts,
 }
 
 impl<'a> Settings<'a> {
@@ -58,9 +56,7 @@ impl<'a> Settings<'a> {
                 .param_str_opt("extra-trusted-domains")?
                 .map(|d| d.split_whitespace().collect())
                 .unwrap_or_default(),
-            docker_install_timeout: ctx.param_secs("docker-install-timeout-secs")?,
-            pull_timeout: ctx.param_secs("pull-timeout-secs")?,
-            start_timeout: ctx.param_secs("start-timeout-secs")?,
+            timeouts: ComposeTimeouts::from_context(ctx)?,
         })
     }
 
@@ -88,8 +84,8 @@ impl<'a> Settings<'a> {
     /// The page answers, then `occ status` says Nextcloud is installed, out
     /// of maintenance and with no database upgrade pending.
     fn wait_ready(&self, c: &Container, compose: &Compose<'_>) -> Result<String> {
-        c.wait_port(self.http_port, self.start_timeout)?;
-        c.wait_http(self.http_port, READY_PATH, Some(200), self.start_timeout)?;
+        c.wait_port(self.http_port, self.timeouts.start)?;
+        c.wait_http(self.http_port, READY_PATH, Some(200), self.timeouts.start)?;
         let mut attempt = 1;
         loop {
             match occ_status(compose) {
@@ -141,22 +137,21 @@ impl Recipe for Nextcloud {
         let settings = Settings::from_context(ctx)?;
 
         progress::step("Creating container");
-        let c = ContainerSpec::new(ctx, OS_TEMPLATE).nesting(true).keyctl(true).unprivileged(true).create()?;
+        let c = ContainerSpec::new(ctx, OS_TEMPLATE).docker_host().create()?;
         let address = c.address()?;
 
         progress::step("Installing Docker");
-        let docker = c.install_docker(settings.docker_install_timeout)?;
+        let docker = c.install_docker(settings.timeouts.docker_install)?;
 
         progress::step("Writing the compose file");
         let compose = docker.compose(PROJECT_DIR);
         compose.write_file(&settings.compose_file(&address)?)?;
 
         progress::step("Pulling images");
-        compose.pull(settings.pull_timeout).context("pulling images")?;
+        compose.pull(settings.timeouts.pull).context("pulling images")?;
 
         progress::step("Starting Nextcloud");
-        compose.up(settings.start_timeout).context("starting the services")?;
-        compose.wait_running(&SERVICES, 10, Duration::from_secs(3))?;
+        compose.up_and_wait(&SERVICES, &settings.timeouts.roll_out())?;
 
         progress::step("Waiting for the installation");
         let status = settings.wait_ready(&c, &compose)?;
@@ -181,7 +176,7 @@ impl Recipe for Nextcloud {
 
         progress::step("Updating the services");
         let compose = docker.compose(PROJECT_DIR);
-        let timeouts = RollOut::new(settings.pull_timeout, settings.start_timeout);
+        let timeouts = settings.timeouts.roll_out();
         compose.roll_out(&settings.compose_file(&address)?, &SERVICES, &timeouts)?;
 
         progress::step("Waiting for Nextcloud's upgrade");

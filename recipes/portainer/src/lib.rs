@@ -33,9 +33,7 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(120);
 struct Settings<'a> {
     https_port: u16,
     admin_password: &'a str,
-    docker_install_timeout: Duration,
-    pull_timeout: Duration,
-    start_timeout: Duration,
+    timeouts: ComposeTimeouts,
 }
 
 impl<'a> Settings<'a> {
@@ -43,9 +41,7 @@ impl<'a> Settings<'a> {
         let settings = Settings {
             https_port: ctx.param_int_as("https-port")?,
             admin_password: ctx.param_str("admin-password")?,
-            docker_install_timeout: ctx.param_secs("docker-install-timeout-secs")?,
-            pull_timeout: ctx.param_secs("pull-timeout-secs")?,
-            start_timeout: ctx.param_secs("start-timeout-secs")?,
+            timeouts: ComposeTimeouts::from_context(ctx)?,
         };
         if settings.https_port == STATUS_PORT {
             return Err(Error::invalid_input(format!(
@@ -58,10 +54,7 @@ impl<'a> Settings<'a> {
     fn compose_file(&self) -> Result<String> {
         template::render(
             COMPOSE_TEMPLATE,
-            &[
-                ("https-port", &self.https_port.to_string()),
-                ("status-port", &STATUS_PORT.to_string()),
-            ],
+            &[("https-port", &self.https_port.to_string()), ("status-port", &STATUS_PORT.to_string())],
         )
     }
 
@@ -74,7 +67,7 @@ impl<'a> Settings<'a> {
 
     /// The HTTPS port accepts connections and the API answers.
     fn wait_answering(&self, c: &Container) -> Result<String> {
-        c.wait_port(self.https_port, self.start_timeout)?;
+        c.wait_port(self.https_port, self.timeouts.start)?;
         let mut attempt = 1;
         loop {
             match api_status(c) {
@@ -117,21 +110,20 @@ impl Recipe for Portainer {
         let settings = Settings::from_context(ctx)?;
 
         progress::step("Creating container");
-        let c = ContainerSpec::new(ctx, OS_TEMPLATE).nesting(true).keyctl(true).unprivileged(true).create()?;
+        let c = ContainerSpec::new(ctx, OS_TEMPLATE).docker_host().create()?;
 
         progress::step("Installing Docker");
-        let docker = c.install_docker(settings.docker_install_timeout)?;
+        let docker = c.install_docker(settings.timeouts.docker_install)?;
 
         progress::step("Writing the compose file");
         let compose = docker.compose(PROJECT_DIR);
         settings.write_files(&c, &compose)?;
 
         progress::step("Pulling the image");
-        compose.pull(settings.pull_timeout).context("pulling images")?;
+        compose.pull(settings.timeouts.pull).context("pulling images")?;
 
         progress::step("Starting Portainer");
-        compose.up(settings.start_timeout).context("starting the services")?;
-        compose.wait_running(&SERVICES, 10, Duration::from_secs(3))?;
+        compose.up_and_wait(&SERVICES, &settings.timeouts.roll_out())?;
 
         progress::step("Waiting for Portainer");
         let status = settings.wait_answering(&c)?;
@@ -150,7 +142,7 @@ impl Recipe for Portainer {
         progress::step("Updating Portainer");
         let compose = docker.compose(PROJECT_DIR);
         c.write_file(PASSWORD_FILE, settings.admin_password, 0o600)?;
-        let timeouts = RollOut::new(settings.pull_timeout, settings.start_timeout);
+        let timeouts = settings.timeouts.roll_out();
         compose.roll_out(&settings.compose_file()?, &SERVICES, &timeouts)?;
 
         progress::step("Waiting for Portainer");

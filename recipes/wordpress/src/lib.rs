@@ -19,10 +19,6 @@ const COMPOSE_TEMPLATE: &str = include_str!("../compose.yml");
 const SERVICES: [&str; 2] = ["db", "wordpress"];
 /// Answers 200 once WordPress reaches its database (500 before that).
 const READY_PATH: &str = "/wp-admin/install.php";
-/// `compose ps` checks after `up`, a few seconds apart, so a service that
-/// restarts once while the database initialises is not taken for dead.
-const RUNNING_CHECKS: u32 = 10;
-const RUNNING_CHECK_PAUSE: Duration = Duration::from_secs(3);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on `compose down` at uninstall.
 const DOWN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -32,9 +28,7 @@ struct Settings<'a> {
     http_port: u16,
     db_password: &'a str,
     db_root_password: &'a str,
-    docker_install_timeout: Duration,
-    pull_timeout: Duration,
-    start_timeout: Duration,
+    timeouts: ComposeTimeouts,
 }
 
 impl<'a> Settings<'a> {
@@ -43,9 +37,7 @@ impl<'a> Settings<'a> {
             http_port: ctx.param_int_as("http-port")?,
             db_password: ctx.param_str("db-password")?,
             db_root_password: ctx.param_str("db-root-password")?,
-            docker_install_timeout: ctx.param_secs("docker-install-timeout-secs")?,
-            pull_timeout: ctx.param_secs("pull-timeout-secs")?,
-            start_timeout: ctx.param_secs("start-timeout-secs")?,
+            timeouts: ComposeTimeouts::from_context(ctx)?,
         })
     }
 
@@ -69,21 +61,20 @@ impl Recipe for WordPress {
         let compose_file = settings.compose_file()?;
 
         progress::step("Creating container");
-        let c = ContainerSpec::new(ctx, OS_TEMPLATE).nesting(true).keyctl(true).unprivileged(true).create()?;
+        let c = ContainerSpec::new(ctx, OS_TEMPLATE).docker_host().create()?;
 
         progress::step("Installing Docker");
-        let docker = c.install_docker(settings.docker_install_timeout)?;
+        let docker = c.install_docker(settings.timeouts.docker_install)?;
 
         progress::step("Writing the compose file");
         let compose = docker.compose(PROJECT_DIR);
         compose.write_file(&compose_file)?;
 
         progress::step("Pulling images");
-        compose.pull(settings.pull_timeout).context("pulling images")?;
+        compose.pull(settings.timeouts.pull).context("pulling images")?;
 
         progress::step("Starting WordPress");
-        compose.up(settings.start_timeout).context("starting the services")?;
-        compose.wait_running(&SERVICES, RUNNING_CHECKS, RUNNING_CHECK_PAUSE)?;
+        compose.up_and_wait(&SERVICES, &settings.timeouts.roll_out())?;
 
         progress::step("Waiting for WordPress");
         settings.wait_answering(&c)?;
@@ -101,7 +92,7 @@ impl Recipe for WordPress {
 
         progress::step("Updating the services");
         let compose = docker.compose(PROJECT_DIR);
-        let timeouts = RollOut::new(settings.pull_timeout, settings.start_timeout);
+        let timeouts = settings.timeouts.roll_out();
         compose.roll_out(&compose_file, &SERVICES, &timeouts)?;
 
         progress::step("Waiting for WordPress");
@@ -135,8 +126,8 @@ impl Recipe for WordPress {
 impl Settings<'_> {
     /// The port accepts connections and WordPress reaches its database.
     fn wait_answering(&self, c: &Container) -> Result<()> {
-        c.wait_port(self.http_port, self.start_timeout)?;
-        c.wait_http(self.http_port, READY_PATH, Some(200), self.start_timeout).map(drop)
+        c.wait_port(self.http_port, self.timeouts.start)?;
+        c.wait_http(self.http_port, READY_PATH, Some(200), self.timeouts.start).map(drop)
     }
 }
 

@@ -3,6 +3,7 @@
 use core::time::Duration;
 
 use crate::container::Container;
+use crate::context::Context;
 use crate::error::{Error, Result, ResultExt};
 use crate::exec::ExecOptions;
 use crate::report::HealthCheck;
@@ -134,6 +135,14 @@ impl<'c> Compose<'c> {
         self.run_with(&args, options)
     }
 
+    /// `up -d` (bounded by `timeouts.start`), then [`wait_running`](Self::wait_running)
+    /// with `timeouts`' checks: a first install's start, after [`pull`](Self::pull).
+    /// Upgrades use [`roll_out`](Self::roll_out).
+    pub fn up_and_wait(&self, services: &[&str], timeouts: &RollOut) -> Result<()> {
+        self.up(timeouts.start).context("starting the services")?;
+        self.wait_running(services, timeouts.running_checks, timeouts.running_pause)
+    }
+
     /// Write `yaml` as the project's file, pull its images, bring it up with
     /// [`up_changed`](Self::up_changed) and wait until `services` run: the
     /// whole of an upgrade of a compose app, before its own probes.
@@ -254,6 +263,35 @@ impl RollOut {
     /// Pull and start bounds, with 10 status checks 3 s apart.
     pub fn new(pull: Duration, start: Duration) -> Self {
         RollOut { pull, start, running_checks: 10, running_pause: Duration::from_secs(3) }
+    }
+}
+
+/// The time bounds a compose app's operator sets, read from the parameters
+/// every compose recipe declares under these names:
+/// `docker-install-timeout-secs`, `pull-timeout-secs`, `start-timeout-secs`.
+#[derive(Clone, Debug)]
+pub struct ComposeTimeouts {
+    /// Each step of installing and starting Docker.
+    pub docker_install: Duration,
+    /// Pulling the images.
+    pub pull: Duration,
+    /// Starting the services, and the app answering afterwards.
+    pub start: Duration,
+}
+
+impl ComposeTimeouts {
+    pub fn from_context(ctx: &Context) -> Result<Self> {
+        Ok(ComposeTimeouts {
+            docker_install: ctx.param_secs("docker-install-timeout-secs")?,
+            pull: ctx.param_secs("pull-timeout-secs")?,
+            start: ctx.param_secs("start-timeout-secs")?,
+        })
+    }
+
+    /// The pull and start bounds for [`Compose::roll_out`] and
+    /// [`Compose::up_and_wait`], with [`RollOut::new`]'s status checks.
+    pub fn roll_out(&self) -> RollOut {
+        RollOut::new(self.pull, self.start)
     }
 }
 

@@ -157,6 +157,11 @@ impl ContainerSpec {
         self
     }
 
+    /// What Docker needs in an unprivileged container: nesting and keyctl.
+    pub fn docker_host(self) -> Self {
+        self.nesting(true).keyctl(true)
+    }
+
     pub fn fuse(mut self, on: bool) -> Self {
         self.spec.features.fuse = on;
         self

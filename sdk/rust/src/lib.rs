@@ -50,7 +50,7 @@ pub mod template;
 mod panic_hook;
 mod text;
 
-pub use compose::{Compose, ComposeCommand, RollOut};
+pub use compose::{Compose, ComposeCommand, ComposeTimeouts, RollOut};
 pub use container::{app_container, app_containers, create_container, Container, ContainerSpec};
 pub use context::Context;
 pub use docker::Docker;
@@ -68,8 +68,8 @@ pub mod prelude {
     pub use crate::proxy;
     pub use crate::{
         app_container, app_containers, create_container, http_url, https_url, log, progress, AppInfo, Compose,
-        Container, ContainerSpec, Context, Error, ExecOptions, ExecOutput, FileOptions, HealthCheck, HealthReport,
-        OsFamily, Recipe, Result, ResultExt, RollOut,
+        ComposeTimeouts, Container, ContainerSpec, Context, Error, ExecOptions, ExecOutput, FileOptions, HealthCheck,
+        HealthReport, OsFamily, Recipe, Result, ResultExt, RollOut,
     };
     pub use core::time::Duration;
 }
