@@ -413,6 +413,27 @@ pub struct BundleList {
     pub bundles: Vec<InstalledBundle>,
 }
 
+/// `POST /recipes?review=true`: what installing the bundle would do. Every
+/// check of an install ran; nothing was written.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BundleReview {
+    pub id: String,
+    pub version: String,
+    /// sha256 of the bundle's index: the value for `accept_grants` and `allow_untrusted`.
+    pub digest: String,
+    /// Every valid signature's key; `trusted` says whether the server trusts it.
+    pub signers: Vec<BundleSigner>,
+    /// What the recipe may do, in plain words.
+    pub grants: Vec<String>,
+    /// What it may do that the installed version cannot: installing needs `accept_grants`.
+    pub added_grants: Vec<String>,
+    /// The installed version it would replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// This very bundle is installed already: installing would change nothing.
+    pub unchanged: bool,
+}
+
 /// A publisher key from the server's trusted-keys directory.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TrustedKey {

@@ -79,8 +79,9 @@ fn ok(out: Output, what: &str) -> String {
 /// A data directory with the repository's nginx, WordPress and redis, plus a
 /// `failing-nginx` whose simulated `nginx -t` fails, installed as bundles
 /// signed by a trusted `publisher` key; a token; and two bundles for the
-/// upload scenario: redis 0.2.0 asking for more than 0.1.0, and nginx
-/// signed by a key the server does not trust. Made once per test binary;
+/// upload scenario: redis 0.2.0 asking for more than 0.1.0, nginx
+/// signed by a key the server does not trust, and a new recipe
+/// (`hello-nginx`) signed by the trusted key. Made once per test binary;
 /// each test copies the data directory.
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -88,6 +89,7 @@ struct Fixture {
     token: String,
     grown: PathBuf,
     untrusted: PathBuf,
+    fresh: PathBuf,
 }
 
 fn fixture() -> &'static Fixture {
@@ -177,8 +179,17 @@ fn make_fixture() -> Fixture {
     let stranger_dir =
         variant(work, "nginx", "nginx-0.3.0", |m| m.replacen("version = \"0.1.0\"", "version = \"0.3.0\"", 1), None);
     let untrusted = pack(work, &stranger_dir, "nginx-0.3.0", Some("keys/stranger.key"));
+    // A recipe the server does not have yet, signed by the trusted key.
+    let fresh_dir = variant(
+        work,
+        "nginx",
+        "hello-nginx",
+        |m| m.replace("id = \"nginx\"", "id = \"hello-nginx\"").replace("name = \"nginx\"", "name = \"Hello nginx\""),
+        None,
+    );
+    let fresh = pack(work, &fresh_dir, "hello-nginx", Some("keys/publisher.key"));
     let token = create_token(&data, "browser");
-    Fixture { data: data.clone(), token, grown, untrusted, _dir: dir }
+    Fixture { data: data.clone(), token, grown, untrusted, fresh, _dir: dir }
 }
 
 /// Copies `from` into `to` (plain files and directories).
@@ -217,7 +228,8 @@ fn scenario(name: &str, server: &Server, extra_env: &[(&str, String)]) {
         .env("PROXIMITY_CHROMIUM", chromium())
         .env("WEB_SCREENSHOTS", screenshots())
         .env("BUNDLE_GROWN", &fixture.grown)
-        .env("BUNDLE_UNTRUSTED", &fixture.untrusted);
+        .env("BUNDLE_UNTRUSTED", &fixture.untrusted)
+        .env("BUNDLE_FRESH", &fixture.fresh);
     for (key, value) in extra_env {
         command.env(key, value);
     }
@@ -319,7 +331,7 @@ fn event_stream_parser_and_resumption() {
 /// The page and its files, as any HTTP client sees them (no browser).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_its_files_the_icons_and_the_bundle_list_are_served() {
-    let (_data, server) = server(&["--backend", "sim"]);
+    let (data, server) = server(&["--backend", "sim"]);
     let http = reqwest::Client::new();
     for path in ["/", "/ui/", "/ui/apps"] {
         let response = http.get(format!("{}{path}", server.url)).send().await.unwrap();
@@ -391,6 +403,52 @@ async fn the_page_its_files_the_icons_and_the_bundle_list_are_served() {
     let body: api::ErrorBody = response.json().await.unwrap();
     assert_eq!(body.error.code, "untrusted-bundle");
     assert_eq!(body.error.digest.as_deref().map(str::len), Some(64));
+    // What it would be allowed to do, for the operator deciding to allow it.
+    let words: Vec<&str> =
+        body.error.details.iter().filter(|d| d.field == "grants").map(|d| d.problem.as_str()).collect();
+    assert!(!words.is_empty() && words.iter().any(|w| w.contains("creates containers")), "{:?}", body.error);
+
+    // Review: every check, nothing installed.
+    let before = snapshot(data.path());
+    let response = post(grown.clone(), "?review=true").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let review: api::BundleReview = response.json().await.unwrap();
+    assert_eq!((review.id.as_str(), review.version.as_str()), ("redis", "0.2.0"));
+    assert_eq!(review.digest, digest);
+    assert_eq!(review.previous_version.as_deref(), Some("0.1.0"));
+    assert!(review.added_grants.iter().any(|g| g.contains('6')), "{review:?}");
+    assert!(!review.grants.is_empty() && !review.unchanged);
+    assert_eq!(review.signers.len(), 1);
+    assert!(review.signers[0].trusted && review.signers[0].name == "publisher");
+    assert_eq!(review.signers[0].key_id.as_deref(), Some(list.trusted_keys[0].key_id.as_str()));
+    // A first install of a new recipe is reviewed the same way.
+    let response = post(fs::read(&fixture().fresh).unwrap(), "?review=true").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let review: api::BundleReview = response.json().await.unwrap();
+    assert_eq!(review.id, "hello-nginx");
+    assert!(review.previous_version.is_none() && review.added_grants.is_empty() && !review.grants.is_empty());
+    // The checks still refuse: untrusted, with its grants in words.
+    let response = post(fs::read(&fixture().untrusted).unwrap(), "?review=true").await.unwrap();
+    assert_eq!(response.status(), 403);
+    let body: api::ErrorBody = response.json().await.unwrap();
+    assert_eq!(body.error.code, "untrusted-bundle");
+    assert!(body.error.details.iter().any(|d| d.field == "grants"), "{:?}", body.error);
+    assert_eq!(snapshot(data.path()), before, "a review wrote to the data directory");
+    let ids: Vec<String> = http
+        .get(server.api("/bundles"))
+        .bearer_auth(&fixture().token)
+        .send()
+        .await
+        .unwrap()
+        .json::<api::BundleList>()
+        .await
+        .unwrap()
+        .bundles
+        .into_iter()
+        .map(|b| format!("{} {}", b.id, b.version))
+        .collect();
+    assert_eq!(ids, ["failing-nginx 0.1.0", "nginx 0.1.0", "redis 0.1.0", "wordpress 0.1.0"]);
+
     // Accepting with the digest installs it.
     let accepted = http
         .post(server.api(&format!("/recipes?accept_grants={digest}")))
@@ -401,6 +459,26 @@ async fn the_page_its_files_the_icons_and_the_bundle_list_are_served() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), 201);
+}
+
+/// Every file under `dir` and its bytes, but the database (a request
+/// records when its token was last used).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(next) = pending.pop() {
+        for entry in fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.push((path.clone(), Vec::new()));
+                pending.push(path);
+            } else if !path.file_name().unwrap().to_string_lossy().starts_with("proximity.db") {
+                found.push((path.clone(), fs::read(&path).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// nginx deployed for real into an LXC container from the page, its page

@@ -1,6 +1,6 @@
 // Settings: the API token this browser uses, the installed bundles and their
-// publishers, and installing a bundle (a file or a URL) with a review of the
-// grants it adds or of why it is not trusted.
+// publishers, and installing a bundle (a file or a URL): always reviewed
+// first (what it may do, who signed it, what grew), or why it is not trusted.
 
 import { ApiError, get, getToken, isAuthError, request, setToken } from './api.js';
 import { announce, fill, h, notice, shortDigest } from './dom.js';
@@ -97,19 +97,42 @@ function installSection(bundles) {
   const fileInput = h('input', { id: 'bundle-file', type: 'file', accept: '.prox,application/octet-stream' });
   const urlInput = h('input', { id: 'bundle-url', type: 'url', inputmode: 'url', placeholder: 'https://…/nginx-0.2.0.prox', autocomplete: 'off' });
   const review = h('div', { id: 'bundle-review', tabindex: '-1' });
-  const uploadButton = h('button', { type: 'submit', class: 'button' }, 'Upload and install');
-  const urlButton = h('button', { type: 'submit', class: 'button' }, 'Fetch and install');
+  const uploadButton = h('button', { type: 'submit', class: 'button' }, 'Upload and review');
+  const urlButton = h('button', { type: 'submit', class: 'button' }, 'Fetch and review');
 
-  // One attempt, retried with the operator's confirmation as a query.
+  const busy = (on) => {
+    uploadButton.disabled = on;
+    urlButton.disabled = on;
+  };
+  const send = (source, query) => (source.file
+    ? request('/recipes', { method: 'POST', body: source.file, contentType: 'application/octet-stream', query })
+    : request('/recipes', { method: 'POST', json: { url: source.url }, query }));
+  const cancelButton = () => {
+    const cancel = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
+    cancel.addEventListener('click', () => fill(review, notice('ok', 'Not installed.')));
+    return cancel;
+  };
+
+  // First the server checks everything and installs nothing: the operator
+  // reads what the bundle may do, then installs (or not).
   const attempt = async (source, query = {}) => {
     fill(review, h('p', { class: 'muted', role: 'status' }, 'Verifying the bundle…'));
-    uploadButton.disabled = true;
-    urlButton.disabled = true;
+    busy(true);
     try {
-      const options = source.file
-        ? { method: 'POST', body: source.file, contentType: 'application/octet-stream', query }
-        : { method: 'POST', json: { url: source.url }, query };
-      const installed = await request('/recipes', options);
+      showReview(await send(source, { ...query, review: true }), source, query);
+    } catch (err) {
+      showRefusal(err, source, query);
+    } finally {
+      busy(false);
+    }
+    review.focus();
+  };
+
+  const install = async (source, query) => {
+    fill(review, h('p', { class: 'muted', role: 'status' }, 'Installing…'));
+    busy(true);
+    try {
+      const installed = await send(source, query);
       fill(
         review,
         notice(
@@ -126,10 +149,48 @@ function installSection(bundles) {
     } catch (err) {
       showRefusal(err, source, query);
     } finally {
-      uploadButton.disabled = false;
-      urlButton.disabled = false;
+      busy(false);
     }
     review.focus();
+  };
+
+  const signersText = (signers) => (signers.length
+    ? ['Signed by ', signers.map((s, i) => [i ? ', ' : '', s.name, s.key_id ? h('span', { class: 'muted small' }, ` (key ${s.key_id})`) : '', s.trusted ? '' : h('strong', {}, ' (not trusted)')]), '.']
+    : 'Not signed: allowed by its digest.');
+
+  const showReview = (found, source, query) => {
+    const name = `${found.id} ${found.version}`;
+    if (found.unchanged) {
+      fill(review, notice('ok', h('p', { id: 'install-result' }, `${name} is already installed from this bundle; nothing to do.`)));
+      return;
+    }
+    const grew = found.added_grants.length > 0;
+    const accept = h('button', { type: 'button', class: 'button', id: grew ? 'accept-grants' : 'install-reviewed' }, grew ? 'Accept the new grants and install' : 'Install');
+    accept.addEventListener('click', () => install(source, grew ? { ...query, accept_grants: found.digest } : query));
+    const all = h('ul', { class: 'grants-all' }, found.grants.map((line) => h('li', {}, line)));
+    fill(
+      review,
+      grew
+        ? h(
+          'section',
+          { class: 'notice warn review', id: 'grant-review', 'aria-labelledby': 'grant-review-h' },
+          h('h3', { id: 'grant-review-h' }, `Review: ${name} asks for more`),
+          h('p', {}, `Compared with the installed ${found.previous_version}, it may also:`),
+          grantsList(found.added_grants),
+          h('details', {}, h('summary', {}, 'Everything it may do'), all),
+          h('p', { class: 'small' }, signersText(found.signers), ' Bundle ', shortDigest(found.digest), '. Accept only if you expected these.'),
+          h('p', { class: 'actions' }, accept, ' ', cancelButton()),
+        )
+        : h(
+          'section',
+          { class: 'notice review', id: 'install-review', 'aria-labelledby': 'install-review-h' },
+          h('h3', { id: 'install-review-h' }, found.previous_version ? `Review: ${name}, replacing ${found.previous_version}` : `Review: ${name}, a new recipe`),
+          h('p', {}, 'Once installed, it may:'),
+          found.grants.length ? all : h('p', {}, 'Nothing: this recipe asks for no capability.'),
+          h('p', { class: 'small' }, signersText(found.signers), ' Bundle ', shortDigest(found.digest), '.'),
+          h('p', { class: 'actions' }, accept, ' ', cancelButton()),
+        ),
+    );
   };
 
   // `query` holds what the operator already confirmed: a second refusal
@@ -144,10 +205,10 @@ function installSection(bundles) {
       return;
     }
     if (err.code === 'grants-grew' && err.digest) {
+      // The installed version changed since the review: review again.
       const accept = h('button', { type: 'button', class: 'button', id: 'accept-grants' }, 'Accept the new grants and install');
-      const cancel = h('button', { type: 'button', class: 'button secondary' }, 'Cancel');
-      accept.addEventListener('click', () => attempt(source, { ...query, accept_grants: err.digest }));
-      cancel.addEventListener('click', () => fill(review, notice('ok', 'Not installed.')));
+      const cancel = cancelButton();
+      accept.addEventListener('click', () => install(source, { ...query, accept_grants: err.digest }));
       fill(
         review,
         h(
@@ -167,7 +228,9 @@ function installSection(bundles) {
       const allow = list && list.allow_untrusted && err.digest
         ? h('button', { type: 'button', class: 'button danger', id: 'allow-untrusted' }, 'Install this bundle anyway')
         : null;
-      if (allow) allow.addEventListener('click', () => attempt(source, { ...query, allow_untrusted: err.digest }));
+      // The refusal lists what the bundle may do: that is the review.
+      if (allow) allow.addEventListener('click', () => install(source, { ...query, allow_untrusted: err.digest }));
+      const grants = err.details.filter((d) => d.field === 'grants').map((d) => d.problem);
       fill(
         review,
         h(
@@ -178,6 +241,7 @@ function installSection(bundles) {
           h('p', {}, 'A bundle runs code on this server, so it is refused unless one of the trusted keys signed it. To install it: add its publisher\'s public key to the server\'s trusted-keys directory and restart the server',
             err.digest ? [', or, on the server\'s host, run ', h('code', {}, `proximity recipe install FILE --allow-untrusted=${err.digest}`)] : '',
             '.'),
+          grants.length ? [h('p', {}, 'If installed, it may:'), grantsList(grants)] : null,
           allow ? [h('p', {}, 'This server lets you allow this one bundle by its digest, if you know and trust where it comes from:'), h('p', {}, allow)] : null,
         ),
       );
@@ -221,7 +285,7 @@ function installSection(bundles) {
     'section',
     { 'aria-labelledby': 'install-h' },
     h('h2', { id: 'install-h' }, 'Install a bundle'),
-    h('p', { class: 'muted' }, 'The server checks the signature and every file, and shows what a new version may do beyond the installed one before it replaces it.'),
+    h('p', { class: 'muted' }, 'The server checks the signature and every file and installs nothing yet: you see what the recipe may do (and what a new version may do beyond the installed one), then install it or not.'),
     h('div', { class: 'two' }, fileForm, urlForm),
     review,
   );

@@ -5,7 +5,8 @@
 // as a screenshot in $WEB_SCREENSHOTS. Exits non-zero, saying what failed.
 //
 // Environment: PROXIMITY_URL, PROXIMITY_TOKEN, PROXIMITY_CHROMIUM,
-// WEB_SCREENSHOTS, BUNDLE_GROWN, BUNDLE_UNTRUSTED (and LXC_APP_ID for `lxc`).
+// WEB_SCREENSHOTS, BUNDLE_GROWN, BUNDLE_UNTRUSTED, BUNDLE_FRESH (and LXC_APP_ID
+// for `lxc`).
 
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -405,9 +406,29 @@ const scenarios = {
       await open(page, '#/settings');
       await page.locator('#bundles-table tr[data-bundle="redis"]').waitFor();
 
+      // A new recipe: reviewed first (what it may do, who signed it), nothing
+      // installed until confirmed; cancelled, then installed.
+      await page.getByLabel('Bundle file (.prox)').setInputFiles(env.BUNDLE_FRESH);
+      await page.getByRole('button', { name: 'Upload and review' }).click();
+      const first = page.locator('#install-review');
+      await first.waitFor();
+      const firstWords = await first.textContent();
+      assert.match(firstWords, /hello-nginx 0\.1\.0, a new recipe/);
+      assert.match(firstWords, /creates containers/);
+      assert.match(firstWords, /Signed by publisher/);
+      assert.equal(await page.locator('#bundles-table tr[data-bundle="hello-nginx"]').count(), 0, 'a review installs nothing');
+      await shot(page, 'bundle-review');
+      await first.getByRole('button', { name: 'Cancel' }).click();
+      await page.locator('#bundle-review', { hasText: 'Not installed.' }).waitFor();
+      assert.equal(await page.locator('#bundles-table tr[data-bundle="hello-nginx"]').count(), 0);
+      await page.getByRole('button', { name: 'Upload and review' }).click();
+      await page.locator('#install-review').getByRole('button', { name: 'Install', exact: true }).click();
+      await page.locator('#install-result', { hasText: 'hello-nginx 0.1.0 installed.' }).waitFor();
+      await page.locator('#bundles-table tr[data-bundle="hello-nginx"]').waitFor();
+
       // A new version asking for more: the grants that grew, then confirmed.
       await page.getByLabel('Bundle file (.prox)').setInputFiles(env.BUNDLE_GROWN);
-      await page.getByRole('button', { name: 'Upload and install' }).click();
+      await page.getByRole('button', { name: 'Upload and review' }).click();
       const review = page.locator('#grant-review');
       await review.waitFor();
       assert.match(await review.locator('.grants').textContent(), /max-cores 2 -> 6/);
@@ -433,12 +454,13 @@ const scenarios = {
       // Signed by a key the server does not trust, fetched by the server from
       // a URL: refused, with what to do.
       await page.getByLabel('Or a URL the server fetches it from').fill(env.BUNDLE_URL);
-      await page.getByRole('button', { name: 'Fetch and install' }).click();
+      await page.getByRole('button', { name: 'Fetch and review' }).click();
       const untrusted = page.locator('#untrusted-review');
       await untrusted.waitFor();
       const words = await untrusted.textContent();
       assert.match(words, /trusted-keys directory/);
       assert.match(words, /--allow-untrusted=[0-9a-f]{64}/);
+      assert.match(words, /If installed, it may:\s*creates containers/);
       assert.equal(await page.locator('#allow-untrusted').count(), 0, 'this server takes no allow_untrusted over the API');
       assert.equal(await page.locator('#bundles-table tr[data-bundle="nginx"] td[data-label="Version"]').textContent(), '0.1.0');
       await shot(page, 'bundle-untrusted');
@@ -450,8 +472,10 @@ const scenarios = {
       await open(page, '#/settings');
       await page.locator('#bundles-table tr[data-bundle="nginx"]').waitFor();
       await page.getByLabel('Bundle file (.prox)').setInputFiles(env.BUNDLE_UNTRUSTED);
-      await page.getByRole('button', { name: 'Upload and install' }).click();
+      await page.getByRole('button', { name: 'Upload and review' }).click();
       await page.locator('#untrusted-review').waitFor();
+      // What it may do, in words, above the button that allows it.
+      await page.locator('#untrusted-review .grants', { hasText: 'creates containers' }).waitFor();
       const allow = page.getByRole('button', { name: 'Install this bundle anyway' });
       await allow.waitFor();
       await shot(page, 'bundle-untrusted-allowable');

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::verify::{unpack, verify_with_limits, VerifiedBundle};
 use super::{BundleError, ReadLimits, TrustPolicy};
-use crate::api::{BundleSigner, InstalledBundle, InstalledRecipe as Installed};
+use crate::api::{BundleReview, BundleSigner, InstalledBundle, InstalledRecipe as Installed};
 use crate::manifest::Manifest;
 
 /// Which bundle an installed recipe came from (`recipes/ID/bundle.json`).
@@ -188,6 +188,46 @@ impl RecipeInstaller {
         let verified = verify_with_limits(&bytes, trust.unwrap_or(&self.trust), &self.limits)?;
         self.decide(&verified, options)?;
         Ok(Prepared { verified, bytes })
+    }
+
+    /// What installing would do, after the same checks as
+    /// [`RecipeInstaller::prepare`], except that grants which grew are
+    /// reported rather than refused: the operator reviews them here.
+    pub fn review(
+        &self,
+        bytes: Vec<u8>,
+        trust: Option<&TrustPolicy>,
+    ) -> Result<(Prepared, BundleReview), InstallError> {
+        let verified = verify_with_limits(&bytes, trust.unwrap_or(&self.trust), &self.limits)?;
+        let digest = verified.digest.clone();
+        let decision = self.decide(&verified, &InstallOptions { accept_grants: Some(&digest) })?;
+        let review = BundleReview {
+            id: verified.manifest.recipe.id.clone(),
+            version: verified.manifest.recipe.version.to_string(),
+            digest,
+            signers: verified
+                .signers
+                .iter()
+                .map(|s| BundleSigner {
+                    name: s.trusted_name.clone().unwrap_or_else(|| "a key this server does not trust".into()),
+                    key_id: Some(s.key_id.clone()),
+                    trusted: s.is_trusted(),
+                })
+                .collect(),
+            grants: verified.manifest.summary_lines(),
+            added_grants: decision.added_grants,
+            previous_version: decision.previous_version,
+            unchanged: decision.unchanged,
+        };
+        Ok((Prepared { verified, bytes }, review))
+    }
+
+    /// The grants, in words, of a bundle refused only for want of a trusted
+    /// signature (`digest` is the one the refusal named): every other check
+    /// still applies, so a malformed bundle yields nothing.
+    pub fn untrusted_grants(&self, bytes: &[u8], digest: &str) -> Option<Vec<String>> {
+        let trust = self.trust.clone().allow_digest(digest);
+        verify_with_limits(bytes, &trust, &self.limits).ok().map(|verified| verified.manifest.summary_lines())
     }
 
     /// Stores a prepared bundle, deciding again against what is installed

@@ -500,6 +500,17 @@ mod tests {
             unchanged: false,
         };
         check_schema(&doc, "InstalledRecipe", installed(true), installed(false));
+        let review = |full: bool| api::BundleReview {
+            id: "r".into(),
+            version: "1".into(),
+            digest: "d".into(),
+            signers: vec![],
+            grants: vec![],
+            added_grants: vec![],
+            previous_version: full.then(|| "0.9".into()),
+            unchanged: false,
+        };
+        check_schema(&doc, "BundleReview", review(true), review(false));
         let signer = |full: bool| api::BundleSigner {
             name: "alice".into(),
             key_id: full.then(|| "0123456789abcdef".into()),

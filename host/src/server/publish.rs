@@ -8,12 +8,16 @@
 //! only a server started with `--api-allow-untrusted` honours; a new
 //! version that asks for more than the installed one needs
 //! `?accept_grants=DIGEST`. Both name the very bundle the operator reviewed.
+//! `?review=true` runs every check and installs nothing: it answers what the
+//! install would do (signers, grants, what grew), for the operator to read
+//! first. An untrusted bundle's refusal lists its grants in `details` too.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse as _, Response};
 use axum::Json;
 use serde::Deserialize;
 
@@ -31,6 +35,8 @@ pub(crate) struct InstallQuery {
     accept_grants: Option<String>,
     /// The digest of an unsigned or untrusted bundle the operator accepts.
     allow_untrusted: Option<String>,
+    /// Check everything, install nothing: answer what would be installed.
+    review: Option<bool>,
 }
 
 pub(crate) async fn install(
@@ -39,7 +45,7 @@ pub(crate) async fn install(
     query: Result<Query<InstallQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<api::InstalledRecipe>), ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|rejection| ApiError::bad_request(rejection.body_text()))?;
     let Some(installer) = state.installer.clone() else {
         return Err(ApiError::new(
@@ -66,9 +72,9 @@ pub(crate) async fn install(
                     format!("expected {{\"url\": …}}: {err}"),
                 )
             })?;
-            fetch_bundle(&request.url, limit).await.map_err(fetch_error)?
+            Bytes::from(fetch_bundle(&request.url, limit).await.map_err(fetch_error)?)
         }
-        Some("application/octet-stream") | None => bytes.to_vec(),
+        Some("application/octet-stream") | None => bytes,
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -88,23 +94,44 @@ pub(crate) async fn install(
              `proximity recipe install --allow-untrusted`, or start it with --api-allow-untrusted",
         ));
     }
+    let review = query.review.unwrap_or(false);
     // Hashing and reading up to the bundle limit: off the async threads.
-    let prepared = {
+    let (prepared, reviewed) = {
         let installer = installer.clone();
         let (allow_untrusted, accept_grants) = (query.allow_untrusted.clone(), query.accept_grants.clone());
         tokio::task::spawn_blocking(move || {
             let trust = allow_untrusted.as_deref().map(|digest| installer.trust().clone().allow_digest(digest));
-            installer.prepare(bytes, trust.as_ref(), &InstallOptions { accept_grants: accept_grants.as_deref() })
+            let result = if review {
+                installer.review(bytes.to_vec(), trust.as_ref()).map(|(prepared, review)| (prepared, Some(review)))
+            } else {
+                let options = InstallOptions { accept_grants: accept_grants.as_deref() };
+                installer.prepare(bytes.to_vec(), trust.as_ref(), &options).map(|prepared| (prepared, None))
+            };
+            result.map_err(|err| {
+                // Refused for its signers: still say what it would be allowed
+                // to do, for the operator deciding whether to allow it anyway.
+                let grants = match &err {
+                    InstallError::Bundle(BundleError::Unsigned { digest } | BundleError::Untrusted { digest, .. }) => {
+                        installer.untrusted_grants(&bytes, digest)
+                    }
+                    _ => None,
+                };
+                let mut error = install_error(err);
+                error.details.extend(grants_in_words(grants.unwrap_or_default()));
+                error
+            })
         })
         .await
-        .map_err(|err| ApiError::internal(format!("a worker thread failed: {err}")))?
-        .map_err(install_error)?
+        .map_err(|err| ApiError::internal(format!("a worker thread failed: {err}")))??
     };
 
     crate::bundle::install::check_component(state.jobs.runtime(), &prepared)
         .await
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-bundle", format!("{err:#}")))?;
 
+    if let Some(reviewed) = reviewed {
+        return Ok((StatusCode::OK, Json(reviewed)).into_response());
+    }
     let accept_grants = query.accept_grants.clone();
     let installed = tokio::task::spawn_blocking(move || {
         installer.commit(prepared, &InstallOptions { accept_grants: accept_grants.as_deref() })
@@ -121,7 +148,12 @@ pub(crate) async fn install(
         "recipe bundle installed"
     );
     let status = if installed.unchanged { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(installed)))
+    Ok((status, Json(installed)).into_response())
+}
+
+/// Grants in words as the `details` of an error (field `grants`).
+fn grants_in_words(grants: Vec<String>) -> impl Iterator<Item = api::FieldProblem> {
+    grants.into_iter().map(|grant| api::FieldProblem { field: "grants".into(), problem: grant })
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
@@ -146,8 +178,7 @@ fn install_error(err: InstallError) -> ApiError {
         InstallError::Bundle(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-bundle", message),
         InstallError::GrantsGrew { added, digest, .. } => {
             let mut error = ApiError::new(StatusCode::CONFLICT, "grants-grew", message).with_digest(digest);
-            error.details =
-                added.into_iter().map(|grant| api::FieldProblem { field: "grants".into(), problem: grant }).collect();
+            error.details = grants_in_words(added).collect();
             error
         }
         InstallError::Downgrade { .. } | InstallError::VersionConflict { .. } => {
