@@ -148,7 +148,10 @@ export async function showSecrets(appId, box, button) {
 
 function failurePanel(job, currentStep) {
   const error = job.error || {};
-  const destroyed = error.destroyed || [];
+  // A job failed by restart recovery has only a kind and a message: no
+  // cleanup record, so say nothing about containers it does not know of.
+  const cleanupKnown = Array.isArray(error.destroyed);
+  const destroyed = cleanupKnown ? error.destroyed : [];
   const leftBehind = error.left_behind || [];
   const step = error.step || (currentStep && currentStep.name);
   const title = job.state === 'cancelled' ? 'Cancelled' : job.state === 'interrupted' ? 'Interrupted' : 'Failed';
@@ -161,7 +164,9 @@ function failurePanel(job, currentStep) {
       h('dt', {}, 'Error'), h('dd', { id: 'failure-error' }, error.message || 'no message'),
       h('dt', {}, 'Cleaned up'),
       h('dd', { id: 'failure-cleanup' },
-        destroyed.length ? `Destroyed ${destroyed.length === 1 ? 'container' : 'containers'} ${destroyed.join(', ')}.` : 'Nothing to destroy: no container was left from this run.',
+        destroyed.length ? `Destroyed ${destroyed.length === 1 ? 'container' : 'containers'} ${destroyed.join(', ')}.`
+          : cleanupKnown ? 'Nothing to destroy: no container was left from this run.'
+            : 'Not recorded: see the error above for what happened to this run.',
         leftBehind.length ? [' ', h('strong', {}, `Left behind: ${leftBehind.join(', ')}`), ' (remove by hand, or keep for debugging).'] : ''),
     ),
     h('p', {}, h('a', { href: `#/recipes/${encodeURIComponent(job.recipe)}/deploy` }, 'Back to the form'), ' · ', h('a', { href: '#/apps' }, 'Apps')),
