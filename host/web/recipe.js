@@ -259,6 +259,7 @@ export async function deployView({ main, signal }, id) {
     h('p', { class: 'actions' }, submit, ' ', h('a', { href: `#/recipes/${id}`, class: 'button secondary' }, 'Back')),
   );
 
+  const isResource = (f) => f === extra.cores || f === extra['memory-mb'] || f === extra['disk-gb'];
   const byName = new Map(fields.map((f) => [f.name, f]));
   for (const key of ['app_id', 'cores', 'memory-mb', 'disk-gb']) if (extra[key]) byName.set(key, extra[key]);
 
@@ -266,6 +267,16 @@ export async function deployView({ main, signal }, id) {
     event.preventDefault();
     for (const f of byName.values()) f.showError('');
     summary.replaceChildren();
+    // A number field holding a non-number reads as empty: sent as is, the
+    // server would quietly use the default instead of what was typed.
+    const unreadable = [...byName.values()].filter((f) => f.input.validity && f.input.validity.badInput);
+    if (unreadable.length) {
+      for (const f of unreadable) f.showError('Not a number: enter digits only.');
+      if (unreadable.some(isResource)) form.querySelector('details.resources').open = true;
+      fill(summary, notice('error', h('p', {}, 'Not sent: fix the fields marked below.')));
+      unreadable[0].input.focus();
+      return;
+    }
     const params = {};
     for (const f of fields) {
       const value = f.read();
@@ -307,7 +318,7 @@ export async function deployView({ main, signal }, id) {
       const target = byName.get(problem.field) || byName.get(problem.field.replace(/^resources\./, ''));
       if (target) {
         target.showError(problem.problem);
-        if (target === extra.cores || target === extra['memory-mb'] || target === extra['disk-gb']) {
+        if (isResource(target)) {
           form.querySelector('details.resources').open = true;
         }
         first = first || target.input;

@@ -212,6 +212,18 @@ const scenarios = {
       await page.locator('#deploy-problems [role="alert"]').waitFor();
       await shot(page, 'deploy-form-error');
 
+      // Not a number: the browser reports an empty value, so the page stops
+      // the submit (else the server would use the default) and says why.
+      await port.fill('');
+      await port.pressSequentially('8-80');
+      assert.equal(await port.evaluate((el) => el.validity.badInput), true, 'a non-number typed');
+      await page.getByRole('button', { name: 'Deploy', exact: true }).click();
+      await page.locator('#param-http-port-error', { hasText: 'Not a number' }).waitFor();
+      assert.equal(await port.getAttribute('aria-invalid'), 'true');
+      assert.match(await port.getAttribute('aria-describedby'), /param-http-port-error/);
+      await page.locator('#deploy-problems', { hasText: 'Not sent' }).waitFor();
+      assert.match(page.url(), /\/deploy$/, 'nothing was submitted');
+
       // Resources past the grant's bound: the error sits by the resource field.
       await port.fill('8080');
       await page.locator('details.resources summary').click();
