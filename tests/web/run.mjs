@@ -129,9 +129,12 @@ const scenarios = {
       const names = await page.locator('#catalog-grid h2').allTextContents();
       for (const name of ['nginx', 'WordPress', 'Redis', 'Failing nginx']) assert.ok(names.includes(name), `${name} in ${names}`);
       assert.equal(await cards(page).count(), 4);
-      // Icons load from the API (SVG served as an image).
-      const iconWidth = await page.locator('li[data-recipe="nginx"] img.icon').evaluate((img) => img.complete && img.naturalWidth);
-      assert.ok(iconWidth > 0, 'the nginx icon loaded');
+      // Icons load from the API (SVG served as an image). Lazily: wait for
+      // this one to finish rather than read it once.
+      await page.waitForFunction(() => {
+        const img = document.querySelector('li[data-recipe="nginx"] img.icon');
+        return img !== null && img.complete && img.naturalWidth > 0;
+      });
       await checkLabels(page);
       await shot(page, 'catalog');
 
