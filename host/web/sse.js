@@ -96,8 +96,16 @@ export class SseParser {
  * `end`, it reconnects after a pause with `Last-Event-ID` set to the last
  * event seen, so the server resumes after it: no event is lost or repeated.
  * `onState('connected' | 'reconnecting')` tells the page. Resolves with the
- * `end` event; rejects on an answer that retrying cannot fix (401, 404).
+ * `end` event; rejects on an answer that retrying cannot fix (401, 404), and
+ * with whatever `onEvent` throws (only fetching and reading are retried).
  */
+/** An error thrown by `onEvent`: passed on to the caller, never retried. */
+class HandlerFailed {
+  constructor(cause) {
+    this.cause = cause;
+  }
+}
+
 export async function followJob(url, { headers = {}, onEvent, onState = () => {}, signal } = {}) {
   let lastId = '';
   let pause = 500;
@@ -124,14 +132,20 @@ export async function followJob(url, { headers = {}, onEvent, onState = () => {}
       onState('connected');
       pause = 500;
       const parser = new SseParser((message) => {
-        if (message.id) lastId = message.id;
         let event;
         try {
           event = JSON.parse(message.data);
         } catch {
+          if (message.id) lastId = message.id;
           return;
         }
-        onEvent(event);
+        try {
+          onEvent(event);
+        } catch (err) {
+          throw new HandlerFailed(err);
+        }
+        // Only once handled: a resumed stream starts after what the page saw.
+        if (message.id) lastId = message.id;
         if (event.kind === 'end') ended = event;
       });
       const reader = response.body.getReader();
@@ -146,6 +160,8 @@ export async function followJob(url, { headers = {}, onEvent, onState = () => {}
         return ended;
       }
     } catch (err) {
+      // The page's own handler failing is a bug, not a dropped connection.
+      if (err instanceof HandlerFailed) throw err.cause;
       if (err.name === 'AbortError' || err.fatal) throw err;
     }
     onState('reconnecting');

@@ -622,6 +622,27 @@ const scenarios = {
     assert.deepEqual(sentIds, [null, '1', '2'], 'each reconnect resumes after the last event seen');
     assert.ok(states.includes('reconnecting'));
     log(`resumption: ${events.length} events over ${sentIds.length} connections`);
+
+    // The page's handler throwing is not a dropped connection: followJob
+    // rejects with that very error, without reconnecting.
+    let connections = 0;
+    globalThis.fetch = async (url, options) => {
+      connections += 1;
+      return realFetch(url, options);
+    };
+    const broken = new Error('the handler broke');
+    await assert.rejects(
+      followJob(`${base}/api/v1/deployments/${accepted.id}/events`, {
+        headers,
+        onEvent: () => {
+          throw broken;
+        },
+      }),
+      (err) => err === broken,
+    );
+    globalThis.fetch = realFetch;
+    assert.equal(connections, 1, 'no reconnect after the handler threw');
+    log('handler errors: not retried');
   },
 };
 
