@@ -293,6 +293,8 @@ function installSection(bundles) {
 
 export async function settingsView({ main, signal }) {
   const bundles = await bundlesSection(signal);
+  // Left for another view while loading: that view owns `main` now.
+  if (signal && signal.aborted) return;
   document.addEventListener('proximity:token', () => bundles.reload(), { signal });
   fill(main, h('h1', {}, 'Settings'), tokenSection(), bundles.section, installSection(bundles));
 }
