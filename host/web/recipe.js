@@ -260,8 +260,19 @@ export async function deployView({ main, signal }, id) {
   );
 
   const isResource = (f) => f === extra.cores || f === extra['memory-mb'] || f === extra['disk-gb'];
+  // Parameters by name; resources as `resources.NAME`, apart from a
+  // parameter that happens to be called `cores`.
   const byName = new Map(fields.map((f) => [f.name, f]));
-  for (const key of ['app_id', 'cores', 'memory-mb', 'disk-gb']) if (extra[key]) byName.set(key, extra[key]);
+  if (extra.app_id) byName.set('app_id', extra.app_id);
+  for (const key of ['cores', 'memory-mb', 'disk-gb']) if (extra[key]) byName.set(`resources.${key}`, extra[key]);
+  // The field a server problem is about: `resources.memory_mb` (the request's
+  // spelling) and `resources.memory-mb` alike; a bare resource name only when
+  // no parameter has it.
+  const fieldFor = (name) => {
+    const resource = /^resources\./.test(name) ? name.slice('resources.'.length).replace(/_/g, '-') : null;
+    if (resource) return byName.get(`resources.${resource}`);
+    return byName.get(name) || byName.get(`resources.${name.replace(/_/g, '-')}`);
+  };
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -315,7 +326,7 @@ export async function deployView({ main, signal }, id) {
     const loose = [];
     let first = null;
     for (const problem of err.details) {
-      const target = byName.get(problem.field) || byName.get(problem.field.replace(/^resources\./, ''));
+      const target = fieldFor(problem.field);
       if (target) {
         target.showError(problem.problem);
         if (isResource(target)) {
