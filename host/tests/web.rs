@@ -122,6 +122,18 @@ fn variant(work: &Path, recipe: &str, name: &str, edit: impl Fn(String) -> Strin
     to
 }
 
+/// `text` with `from` replaced by `to` (the first time only when `once`),
+/// failing when `from` is not there: a fixture edit that quietly changes
+/// nothing would test the wrong thing.
+fn edit(text: String, from: &str, to: &str, once: bool) -> String {
+    assert!(text.contains(from), "the fixture edit expects `{from}` in:\n{text}");
+    if once {
+        text.replacen(from, to, 1)
+    } else {
+        text.replace(from, to)
+    }
+}
+
 fn pack(work: &Path, dir: &Path, name: &str, key: Option<&str>) -> PathBuf {
     let out = work.join("bundles").join(format!("{name}.prox"));
     fs::create_dir_all(out.parent().unwrap()).unwrap();
@@ -147,10 +159,10 @@ fn make_fixture() -> Fixture {
         "nginx",
         "failing-nginx",
         |m| {
-            m.replace("id = \"nginx\"", "id = \"failing-nginx\"")
-                .replace("name = \"nginx\"", "name = \"Failing nginx\"")
-                .replace("category = \"web\"", "category = \"testing\"")
-                .replacen("description = \"", "description = \"(Test recipe: its configuration check fails.) ", 1)
+            let m = edit(m, "id = \"nginx\"", "id = \"failing-nginx\"", false);
+            let m = edit(m, "name = \"nginx\"", "name = \"Failing nginx\"", false);
+            let m = edit(m, "category = \"web\"", "category = \"testing\"", false);
+            edit(m, "description = \"", "description = \"(Test recipe: its configuration check fails.) ", true)
                 // A boolean and an enum for the form (the recipe ignores them).
                 + "\n[[parameters]]\nname = \"verbose\"\ntype = \"boolean\"\ndescription = \"Log more\"\ndefault = false\n\n[[parameters]]\nname = \"flavour\"\ntype = \"enum\"\ndescription = \"Which page style\"\nchoices = [\"plain\", \"fancy\"]\ndefault = \"plain\"\n"
         },
@@ -172,19 +184,26 @@ fn make_fixture() -> Fixture {
         work,
         "redis",
         "redis-0.2.0",
-        |m| m.replacen("version = \"0.1.0\"", "version = \"0.2.0\"", 1).replace("max-cores = 2", "max-cores = 6"),
+        |m| edit(edit(m, "version = \"0.1.0\"", "version = \"0.2.0\"", true), "max-cores = 2", "max-cores = 6", false),
         None,
     );
     let grown = pack(work, &grown_dir, "redis-0.2.0", Some("keys/publisher.key"));
     let stranger_dir =
-        variant(work, "nginx", "nginx-0.3.0", |m| m.replacen("version = \"0.1.0\"", "version = \"0.3.0\"", 1), None);
+        variant(work, "nginx", "nginx-0.3.0", |m| edit(m, "version = \"0.1.0\"", "version = \"0.3.0\"", true), None);
     let untrusted = pack(work, &stranger_dir, "nginx-0.3.0", Some("keys/stranger.key"));
     // A recipe the server does not have yet, signed by the trusted key.
     let fresh_dir = variant(
         work,
         "nginx",
         "hello-nginx",
-        |m| m.replace("id = \"nginx\"", "id = \"hello-nginx\"").replace("name = \"nginx\"", "name = \"Hello nginx\""),
+        |m| {
+            edit(
+                edit(m, "id = \"nginx\"", "id = \"hello-nginx\"", false),
+                "name = \"nginx\"",
+                "name = \"Hello nginx\"",
+                false,
+            )
+        },
         None,
     );
     let fresh = pack(work, &fresh_dir, "hello-nginx", Some("keys/publisher.key"));
@@ -358,9 +377,18 @@ async fn the_page_its_files_the_icons_and_the_bundle_list_are_served() {
     assert_eq!(icon.headers()["content-type"], "image/svg+xml");
     assert!(icon.headers()["content-security-policy"].to_str().unwrap().contains("sandbox"));
     assert!(icon.text().await.unwrap().contains("<svg"));
-    for id in ["no-such-recipe", "..", "nginx%2F..%2F..%2Fproximity.db"] {
-        let response = http.get(server.api(&format!("/recipes/{id}/icon"))).send().await.unwrap();
-        assert_eq!(response.status(), 404, "{id}");
+    let response = http.get(server.api("/recipes/no-such-recipe/icon")).send().await.unwrap();
+    assert_eq!(response.status(), 404);
+    // Paths that climb out. An HTTP client would resolve `..` before sending
+    // (`%2E%2E` too), so these go out as raw requests; the handler's own
+    // refusal names the id, which shows each reached it.
+    for (id, raw) in [
+        ("..", "/api/v1/recipes/../icon"),
+        ("nginx/../../proximity.db", "/api/v1/recipes/nginx%2F..%2F..%2Fproximity.db/icon"),
+    ] {
+        let (status, body) = raw_get(&server.url, raw).await;
+        assert_eq!(status, 404, "{raw}: {body}");
+        assert!(body.contains(&format!("no recipe `{id}`")), "{raw} did not reach the icon handler: {body}");
     }
 
     // The installed bundles and their publishers; the token is needed.
@@ -459,6 +487,25 @@ async fn the_page_its_files_the_icons_and_the_bundle_list_are_served() {
         .await
         .unwrap();
     assert_eq!(accepted.status(), 201);
+}
+
+/// `GET path` sent as written (no client resolving `..`): the status and body.
+async fn raw_get(base: &str, path: &str) -> (u16, String) {
+    let address = base.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .await
+    .unwrap();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
 
 /// Every file under `dir` and its bytes, but the database (a request
