@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 
 const env = process.env;
 const base = env.PROXIMITY_URL;
@@ -39,6 +38,9 @@ function log(...words) {
 
 /** A fresh browser profile and page; `withToken` puts the API token in localStorage first. */
 async function browse(fn, { withToken = true, viewport = { width: 1280, height: 900 } } = {}) {
+  // Here, not at the top: the `sse` scenario needs node only, and runs
+  // where playwright-core is not installed.
+  const { chromium } = await import('playwright-core');
   const profile = await mkdtemp(join(tmpdir(), 'proximity-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath,
