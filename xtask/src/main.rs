@@ -82,11 +82,14 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     build_recipes::run(root)?;
     // The real-container, SSH and Docker tests need these; without them they
     // fail (never skip in CI), saying what is missing.
-    let needed = [packages::LXC, packages::SSH_SERVER, packages::DOCKER, packages::DATABASE_CLIENTS].concat();
-    if let Err(why) = packages::ensure(&needed, "the real-container, SSH and Docker tests") {
+    // One `apt-get update` for all of them: the browser tests' Chromium (and
+    // node, when there is none) come along.
+    let mut needed = [packages::LXC, packages::SSH_SERVER, packages::DOCKER, packages::DATABASE_CLIENTS].concat();
+    needed.extend(web::system_packages());
+    if let Err(why) = packages::ensure(&needed, "the real-container, SSH, Docker and browser tests") {
         println!("xtask: {why:#}; those tests will fail and say what is missing");
     }
-    // The browser tests: Chromium, node and tests/web's npm packages.
+    // The browser tests: what is still missing, node's version, tests/web's npm packages.
     if let Err(why) = web::ensure(root) {
         println!("xtask: the browser tests cannot run: {why:#}; they will fail (in CI) and say what is missing");
     }
