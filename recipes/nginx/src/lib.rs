@@ -65,11 +65,11 @@ impl Recipe for Nginx {
 
     fn health(_ctx: &Context) -> Result<HealthReport> {
         let c = app_container()?;
-        let service = c.run(&["systemctl", "is-active", "--quiet", "nginx"]);
+        let service = c.service_check("nginx");
         let config = c.run(&["nginx", "-t", "-q"]);
         let probe = c.wait_http(HTTP_PORT, "/", Some(200), HEALTH_TIMEOUT);
         Ok(HealthReport::from_checks(vec![
-            HealthCheck::from_result("service", &service, "nginx is active"),
+            service,
             HealthCheck::from_result("config", &config, "the configuration checks"),
             HealthCheck::from_result("http", &probe, "GET / answered 200"),
         ]))

@@ -160,10 +160,7 @@ impl Recipe for Portainer {
         let https_port: u16 = ctx.param_int_as("https-port")?;
         let c = app_container()?;
         let services = c.docker()?.compose(PROJECT_DIR).services_check(&SERVICES, HEALTH_TIMEOUT);
-        let https = match c.wait_port(https_port, HEALTH_TIMEOUT) {
-            Ok(()) => HealthCheck::pass("https", format!("port {https_port} accepts connections")),
-            Err(e) => HealthCheck::fail("https", e.to_string()),
-        };
+        let https = c.port_check("https", https_port, HEALTH_TIMEOUT);
         let api = match api_status(&c) {
             Ok(status) => HealthCheck::pass("api", format!("version {}", version_of(&status).unwrap_or("unknown"))),
             Err(e) => HealthCheck::fail("api", e.to_string()),

@@ -114,12 +114,12 @@ impl Recipe for PostgreSql {
     fn health(ctx: &Context) -> Result<HealthReport> {
         let settings = Settings::from(ctx)?;
         let c = app_container()?;
-        let service = c.run(&["systemctl", "is-active", "--quiet", SERVICE]);
-        let port = c.wait_port(PORT, HEALTH_TIMEOUT);
+        let service = c.service_check(SERVICE);
+        let port = c.port_check("port", PORT, HEALTH_TIMEOUT);
         let query = probe_query(&c, &settings);
         Ok(HealthReport::from_checks(vec![
-            HealthCheck::from_result("service", &service, format!("{SERVICE} is active")),
-            HealthCheck::from_result("port", &port, format!("port {PORT} accepts connections")),
+            service,
+            port,
             HealthCheck::from_result(
                 "query",
                 &query,

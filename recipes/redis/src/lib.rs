@@ -65,12 +65,12 @@ impl Recipe for Redis {
     fn health(ctx: &Context) -> Result<HealthReport> {
         let password = ctx.param_str("password")?;
         let c = app_container()?;
-        let service = c.run(&["systemctl", "is-active", "--quiet", "redis-server"]);
-        let port = c.wait_port(PORT, HEALTH_TIMEOUT);
+        let service = c.service_check("redis-server");
+        let port = c.port_check("port", PORT, HEALTH_TIMEOUT);
         let ping = ping(&c, password);
         Ok(HealthReport::from_checks(vec![
-            HealthCheck::from_result("service", &service, "redis-server is active"),
-            HealthCheck::from_result("port", &port, format!("port {PORT} accepts connections")),
+            service,
+            port,
             HealthCheck::from_result("ping", &ping, "PING with the password answered PONG"),
         ]))
     }

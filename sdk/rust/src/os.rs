@@ -5,6 +5,7 @@ use core::time::Duration;
 use crate::container::Container;
 use crate::error::{Error, Result, ResultExt};
 use crate::exec::ExecOptions;
+use crate::report::HealthCheck;
 
 /// Where the SDK learns the distribution. Simulated backends must provide it.
 pub const OS_RELEASE_PATH: &str = "/etc/os-release";
@@ -152,6 +153,19 @@ impl Container {
         if let Err(err) = stopped {
             crate::log::warn(format!("could not stop {service} in {}: {err}", self.id()));
         }
+    }
+}
+
+impl Container {
+    /// A health check named `service` that passes while `service` runs.
+    /// Debian: `systemctl is-active --quiet SERVICE`. Alpine: `rc-service
+    /// SERVICE status`.
+    pub fn service_check(&self, service: &str) -> HealthCheck {
+        let active = self.os_family().and_then(|family| match family {
+            OsFamily::Alpine => self.run(&["rc-service", service, "status"]),
+            OsFamily::Debian => self.run(&["systemctl", "is-active", "--quiet", service]),
+        });
+        HealthCheck::from_result("service", &active, format!("{service} is active"))
     }
 }
 
