@@ -89,3 +89,12 @@ export function iconUrl(id) {
 export function isAuthError(err) {
   return err instanceof ApiError && err.status === 401;
 }
+
+/** Health of the server, fetched once: the backend the deploy form names. */
+let health = null;
+export async function serverHealth() {
+  if (!health) {
+    health = get('/healthz').catch(() => null);
+  }
+  return health;
+}

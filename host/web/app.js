@@ -6,7 +6,7 @@
 //   #/recipes/ID/deploy     the deploy form  #/settings      token, bundles
 //   #/jobs/ID               a job's progress
 
-import { get } from './api.js';
+import { serverHealth } from './api.js';
 import { fill, h } from './dom.js';
 import { catalogView } from './catalog.js';
 import { recipeView, deployView } from './recipe.js';
@@ -23,15 +23,6 @@ const routes = [
   [/^\/apps\/([A-Za-z0-9_.-]+)$/, 'apps', (m) => (ctx) => appView(ctx, m[1])],
   [/^\/settings$/, 'settings', () => settingsView],
 ];
-
-/** Health of the server, fetched once: the backend the deploy form names. */
-let health = null;
-export async function serverHealth() {
-  if (!health) {
-    health = get('/healthz').catch(() => null);
-  }
-  return health;
-}
 
 let current = null;
 /** After the first view, each new view's heading takes the focus. */

@@ -3,8 +3,7 @@
 // its logs and its generated credentials.
 
 import { get, isAuthError, post, request } from './api.js';
-import { announce, confirmAction, externalLink, fill, h, notice, shortDigest } from './dom.js';
-import { showSecrets } from './job.js';
+import { announce, confirmAction, externalLink, fill, h, notice, shortDigest, showSecrets } from './dom.js';
 
 function needToken(main, what) {
   fill(main, h('h1', {}, 'Apps'), notice('error', `${what} needs an API token: `, h('a', { href: '#/settings' }, 'enter it in Settings'), '.'));
@@ -95,8 +94,9 @@ export async function appView({ main, signal }, id) {
     );
   };
 
-  // [label, confirmation, method, path, kind]: start/stop/restart answer the
-  // app; upgrade/uninstall answer a job to follow.
+  // [label, dialog title, dialog text, action, kind, danger]: `action` is
+  // POST /apps/ID/ACTION (uninstall: DELETE /apps/ID); kind 'app' answers the
+  // app (start/stop/restart), 'job' a job to follow (upgrade/uninstall).
   const actions = [
     ['Start', `Start ${id}?`, 'Its containers are started.', 'start', 'app', false],
     ['Stop', `Stop ${id}?`, 'Its containers are stopped; the app is unreachable until started again.', 'stop', 'app', false],

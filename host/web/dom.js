@@ -1,6 +1,8 @@
 // Small DOM helpers. Text always goes in as text (never as HTML), so what a
 // recipe or the server says cannot inject markup into the page.
 
+import { get } from './api.js';
+
 /** Builds an element: h('a', {href: '#/'}, 'Catalog', child, ...). */
 export function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
@@ -115,4 +117,40 @@ export function externalLink(url, text = url) {
     return h('a', { href: url, target: '_blank', rel: 'noopener noreferrer' }, text);
   }
   return h('span', {}, text);
+}
+
+/** Reads an app's secrets (GET /apps/ID/secrets) into `box`; `button`, if
+ * given, goes once they are shown. */
+export async function showSecrets(appId, box, button) {
+  try {
+    const { secrets } = await get(`/apps/${encodeURIComponent(appId)}/secrets`);
+    const names = Object.keys(secrets);
+    fill(box, names.length
+      ? h('dl', { class: 'secrets' }, names.map((name) => [h('dt', {}, name), h('dd', {}, h('code', { class: 'secret-value' }, secrets[name]))]))
+      : h('p', {}, 'This app has no secrets.'));
+    if (button) button.remove();
+  } catch (err) {
+    fill(box, notice('error', err.message));
+  }
+}
+
+/**
+ * The error slot of a form field: `showError(text)` shows or clears `text`
+ * under `input`, marks it invalid, and names the error in its
+ * aria-describedby after the hint (`hintId`).
+ */
+export function fieldError(id, input, hintId) {
+  const errorId = `${id}-error`;
+  const element = h('p', { class: 'field-error', id: errorId, hidden: true });
+  const describe = () => input.setAttribute('aria-describedby', element.hidden ? hintId : `${hintId} ${errorId}`);
+  describe();
+  return {
+    element,
+    showError(text) {
+      element.textContent = text;
+      element.hidden = !text;
+      input.setAttribute('aria-invalid', text ? 'true' : 'false');
+      describe();
+    },
+  };
 }

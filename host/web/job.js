@@ -4,7 +4,7 @@
 // failure panel (the step, the error, what was cleaned up).
 
 import { PREFIX, authHeaders, del, get, isAuthError } from './api.js';
-import { announce, confirmAction, externalLink, fill, h, notice, seconds } from './dom.js';
+import { announce, confirmAction, externalLink, fill, h, notice, seconds, showSecrets } from './dom.js';
 import { followJob } from './sse.js';
 
 const TITLES = {
@@ -130,20 +130,6 @@ async function successPanel(job, signal) {
     secretsBox,
     h('p', {}, h('a', { href: `#/apps/${encodeURIComponent(job.app_id)}` }, 'Manage this app')),
   );
-}
-
-/** Reads an app's secrets (GET /apps/ID/secrets) into `box`. */
-export async function showSecrets(appId, box, button) {
-  try {
-    const { secrets } = await get(`/apps/${encodeURIComponent(appId)}/secrets`);
-    const names = Object.keys(secrets);
-    fill(box, names.length
-      ? h('dl', { class: 'secrets' }, names.map((name) => [h('dt', {}, name), h('dd', {}, h('code', { class: 'secret-value' }, secrets[name]))]))
-      : h('p', {}, 'This app has no secrets.'));
-    if (button) button.remove();
-  } catch (err) {
-    fill(box, notice('error', err.message));
-  }
 }
 
 function failurePanel(job, currentStep) {

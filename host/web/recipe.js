@@ -1,10 +1,9 @@
 // A recipe's page (what it is, what it may do, what it needs) and the deploy
 // form generated from its typed parameters.
 
-import { ApiError, get, isAuthError, post } from './api.js';
-import { announce, externalLink, fill, h, mib, notice, shortDigest } from './dom.js';
+import { ApiError, get, isAuthError, post, serverHealth } from './api.js';
+import { announce, externalLink, fieldError, fill, h, mib, notice, shortDigest } from './dom.js';
 import { recipeIcon } from './catalog.js';
-import { serverHealth } from './app.js';
 
 /** Rows of the resources table; a maximum comes from the range, else from the lxc grant's bound. */
 function resourceRows(resources, lxc = {}) {
@@ -107,13 +106,10 @@ export function generateSecret(length) {
 function paramField(spec) {
   const id = `param-${spec.name}`;
   const hintId = `${id}-hint`;
-  const errorId = `${id}-error`;
   const hints = [];
   if (spec.description) hints.push(spec.description);
-  const error = h('p', { class: 'field-error', id: errorId, hidden: true });
   let input;
   let control;
-  const describedBy = () => [hintId, error.hidden ? null : errorId].filter(Boolean).join(' ');
   switch (spec.type) {
     case 'boolean':
       input = h('input', { id, name: spec.name, type: 'checkbox', checked: spec.default === true });
@@ -158,13 +154,14 @@ function paramField(spec) {
   }
   const sentence = (text) => (/[.!?:]$/.test(text) ? text : `${text}.`);
   const hint = h('p', { class: 'hint', id: hintId }, hints.map(sentence).join(' '));
-  input.setAttribute('aria-describedby', describedBy());
+  const error = fieldError(id, input, hintId);
   const label = spec.type === 'boolean' ? null : h('label', { for: id }, spec.name, spec.required ? h('span', { class: 'required' }, ' (required)') : null);
-  const field = h('div', { class: 'field', dataset: { param: spec.name } }, label, control, hint, error);
+  const field = h('div', { class: 'field', dataset: { param: spec.name } }, label, control, hint, error.element);
   return {
     name: spec.name,
     field,
     input,
+    showError: error.showError,
     read() {
       if (spec.type === 'boolean') return input.checked;
       const value = input.value;
@@ -172,35 +169,23 @@ function paramField(spec) {
       if (spec.type === 'integer' && /^-?\d+$/.test(value.trim())) return Number(value.trim());
       return value;
     },
-    showError(text) {
-      error.textContent = text;
-      error.hidden = !text;
-      input.setAttribute('aria-invalid', text ? 'true' : 'false');
-      input.setAttribute('aria-describedby', describedBy());
-    },
   };
 }
 
 /** A plain number field (resources), with the same error slot. */
 function numberField(id, label, range, unit) {
-  const errorId = `${id}-error`;
-  const error = h('p', { class: 'field-error', id: errorId, hidden: true });
   const hintId = `${id}-hint`;
-  const input = h('input', { id, type: 'number', inputmode: 'numeric', step: '1', min: range.min, max: range.max, value: String(range.default), 'aria-describedby': hintId });
+  const input = h('input', { id, type: 'number', inputmode: 'numeric', step: '1', min: range.min, max: range.max, value: String(range.default) });
   const hint = h('p', { class: 'hint', id: hintId }, `${unit}; at least ${range.min}${range.max ? `, at most ${range.max}` : ''}.`);
+  const error = fieldError(id, input, hintId);
   return {
-    field: h('div', { class: 'field' }, h('label', { for: id }, label), input, hint, error),
+    field: h('div', { class: 'field' }, h('label', { for: id }, label), input, hint, error.element),
     input,
+    showError: error.showError,
     read() {
       const v = input.value.trim();
       if (v === '' || Number(v) === range.default) return undefined;
       return /^\d+$/.test(v) ? Number(v) : v;
-    },
-    showError(text) {
-      error.textContent = text;
-      error.hidden = !text;
-      input.setAttribute('aria-invalid', text ? 'true' : 'false');
-      input.setAttribute('aria-describedby', text ? `${hintId} ${errorId}` : hintId);
     },
   };
 }
@@ -215,18 +200,13 @@ export async function deployView({ main, signal }, id) {
   const bounded = (range, grant) => ({ ...range, max: range.max ?? lxc[grant] });
   const extra = {
     app_id: (() => {
-      const error = h('p', { class: 'field-error', id: 'deploy-app-id-error', hidden: true });
-      const input = h('input', { id: 'deploy-app-id', type: 'text', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'deploy-app-id-hint' });
+      const input = h('input', { id: 'deploy-app-id', type: 'text', autocomplete: 'off', spellcheck: 'false' });
+      const error = fieldError('deploy-app-id', input, 'deploy-app-id-hint');
       return {
-        field: h('div', { class: 'field' }, h('label', { for: 'deploy-app-id' }, 'App name'), input, h('p', { class: 'hint', id: 'deploy-app-id-hint' }, `Optional: lowercase letters, digits and dashes. The server picks one (like ${id}-1a2b) when empty.`), error),
+        field: h('div', { class: 'field' }, h('label', { for: 'deploy-app-id' }, 'App name'), input, h('p', { class: 'hint', id: 'deploy-app-id-hint' }, `Optional: lowercase letters, digits and dashes. The server picks one (like ${id}-1a2b) when empty.`), error.element),
         input,
         read: () => input.value.trim() || undefined,
-        showError(text) {
-          error.textContent = text;
-          error.hidden = !text;
-          input.setAttribute('aria-invalid', text ? 'true' : 'false');
-          input.setAttribute('aria-describedby', text ? 'deploy-app-id-hint deploy-app-id-error' : 'deploy-app-id-hint');
-        },
+        showError: error.showError,
       };
     })(),
     cores: resources.cores && numberField('deploy-cores', 'CPU cores', bounded(resources.cores, 'max-cores'), 'Cores'),
