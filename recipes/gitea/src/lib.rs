@@ -153,8 +153,7 @@ impl Recipe for Gitea {
         progress::step("Checking Docker");
         let c = app_container()?;
         let address = c.address()?;
-        let docker = c.docker()?;
-        docker.wait_ready()?;
+        let docker = c.running_docker()?;
 
         progress::step("Updating the services");
         let compose = docker.compose(PROJECT_DIR);

@@ -136,8 +136,7 @@ impl Recipe for Portainer {
 
         progress::step("Checking Docker");
         let c = app_container()?;
-        let docker = c.docker()?;
-        docker.wait_ready()?;
+        let docker = c.running_docker()?;
 
         progress::step("Updating Portainer");
         let compose = docker.compose(PROJECT_DIR);

@@ -87,8 +87,7 @@ impl Recipe for WordPress {
 
         progress::step("Checking Docker");
         let c = app_container()?;
-        let docker = c.docker()?;
-        docker.wait_ready()?;
+        let docker = c.running_docker()?;
 
         progress::step("Updating the services");
         let compose = docker.compose(PROJECT_DIR);

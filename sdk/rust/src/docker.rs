@@ -55,6 +55,15 @@ impl Container {
     pub fn docker(&self) -> Result<Docker<'_>> {
         Ok(Docker { container: self, family: self.os_family()? })
     }
+
+    /// Docker that is already installed, once its daemon answers (an
+    /// upgrade: the daemon may still be starting): [`docker`](Self::docker),
+    /// then [`Docker::wait_ready`].
+    pub fn running_docker(&self) -> Result<Docker<'_>> {
+        let docker = self.docker()?;
+        docker.wait_ready()?;
+        Ok(docker)
+    }
 }
 
 impl<'c> Docker<'c> {
