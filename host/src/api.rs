@@ -462,9 +462,11 @@ pub struct InstalledBundle {
 pub struct BundleSigner {
     /// The trusted key's name, as recorded at install.
     pub name: String,
-    /// That key's id, when the server still trusts a key of that name.
+    /// The id of the key that signed, as recorded at install (absent from
+    /// records made before key ids were kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// Whether a key of that name is still among the trusted keys.
+    /// Whether the key with that id is still among the trusted keys (a
+    /// record without an id: false).
     pub trusted: bool,
 }

@@ -59,7 +59,7 @@ function bundlesTable(list) {
             h('th', { scope: 'row', 'data-label': 'Recipe' }, h('a', { href: `#/recipes/${b.id}` }, b.id)),
             h('td', { 'data-label': 'Version' }, b.version),
             h('td', { 'data-label': 'Publisher' }, b.signers.length
-              ? b.signers.map((s, i) => [i ? ', ' : '', s.name, s.key_id ? h('span', { class: 'muted small' }, ` (key ${s.key_id})`) : '', s.trusted ? '' : h('strong', {}, ' — no longer trusted')])
+              ? b.signers.map((s, i) => [i ? ', ' : '', s.name, s.key_id ? h('span', { class: 'muted small' }, ` (key ${s.key_id})`) : '', s.trusted ? '' : h('strong', {}, s.key_id ? ' — no longer trusted' : ' — not trusted: installed before key ids were recorded')])
               : h('em', {}, 'no trusted signer: allowed by its digest')),
             h('td', { 'data-label': 'Digest' }, shortDigest(b.digest)),
           ),

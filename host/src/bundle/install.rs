@@ -60,7 +60,19 @@ pub enum InstallError {
 pub struct Provenance {
     pub digest: String,
     pub version: String,
+    /// The trusted signers' names (kept for older readers; see `signed_by`).
     pub signers: Vec<String>,
+    /// The trusted signers with their key ids: what a signer is matched on
+    /// later. Absent from files written before key ids were kept.
+    #[serde(default)]
+    pub signed_by: Vec<ProvenanceSigner>,
+}
+
+/// A trusted key that signed an installed bundle, as it was at install.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProvenanceSigner {
+    pub name: String,
+    pub key_id: String,
 }
 
 /// A verified bundle that may be installed (see [`RecipeInstaller::prepare`]).
@@ -154,14 +166,7 @@ impl RecipeInstaller {
                     continue;
                 }
             };
-            let signers = provenance
-                .signers
-                .iter()
-                .map(|name| {
-                    let key = self.trust.trusted_keys().iter().find(|k| k.name() == name);
-                    BundleSigner { name: name.clone(), key_id: key.map(|k| k.id()), trusted: key.is_some() }
-                })
-                .collect();
+            let signers = self.signers_now(&provenance);
             found.push(InstalledBundle {
                 id: manifest.recipe.id.clone(),
                 version: provenance.version,
@@ -172,6 +177,29 @@ impl RecipeInstaller {
         }
         found.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(found)
+    }
+
+    /// An installed bundle's signers matched against the trusted keys as
+    /// they are now, by key id: a new key under an old name is not the
+    /// signer. A record without key ids (an older `bundle.json`) cannot be
+    /// matched, so its signers show as not trusted.
+    fn signers_now(&self, provenance: &Provenance) -> Vec<BundleSigner> {
+        if provenance.signed_by.is_empty() {
+            return provenance
+                .signers
+                .iter()
+                .map(|name| BundleSigner { name: name.clone(), key_id: None, trusted: false })
+                .collect();
+        }
+        provenance
+            .signed_by
+            .iter()
+            .map(|signer| BundleSigner {
+                name: signer.name.clone(),
+                key_id: Some(signer.key_id.clone()),
+                trusted: self.trust.trusted_keys().iter().any(|k| k.id() == signer.key_id),
+            })
+            .collect()
     }
 
     /// Every check that needs no writing: the bundle verified against the
@@ -331,6 +359,11 @@ fn stage(verified: &VerifiedBundle, staged: &Path) -> Result<(), InstallError> {
         digest: verified.digest.clone(),
         version: verified.manifest.recipe.version.to_string(),
         signers: signer_names(verified),
+        signed_by: verified
+            .signers
+            .iter()
+            .filter_map(|s| s.trusted_name.clone().map(|name| ProvenanceSigner { name, key_id: s.key_id.clone() }))
+            .collect(),
     };
     let provenance_path = staged.join(PROVENANCE_FILE);
     let json = serde_json::to_vec_pretty(&provenance).expect("provenance serializes");

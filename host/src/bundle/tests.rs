@@ -212,3 +212,33 @@ fn a_signature_moved_to_another_bundle_is_refused() {
     let err = verify(&rewrite(&second), &f.trust).unwrap_err().to_string();
     assert!(err.contains("does not match this bundle's index"), "{err}");
 }
+
+/// Installed signers are matched to the trusted keys by key id: a new key
+/// under the publisher's name is not the signer, and an older `bundle.json`
+/// without key ids cannot vouch for anyone.
+#[test]
+fn installed_signers_are_matched_by_key_id() {
+    let f = fixture();
+    let data = tempfile::tempdir().unwrap();
+    let installer = RecipeInstaller::new(data.path(), f.trust.clone());
+    let prepared = installer.prepare(signed(&f), None, &InstallOptions::default()).unwrap();
+    installer.commit(prepared, &InstallOptions::default()).unwrap();
+    let key_id = f.key.public_key().id();
+    let signers = |installer: &RecipeInstaller| installer.installed().unwrap()[0].signers.clone();
+    let trusted = crate::api::BundleSigner { name: "publisher".into(), key_id: Some(key_id.clone()), trusted: true };
+    assert_eq!(signers(&installer), [trusted]);
+
+    // Another key of the same name, trusted instead: not the signer.
+    let impostor = SigningKeyFile::generate("publisher").unwrap();
+    let other = RecipeInstaller::new(data.path(), TrustPolicy::trust_nobody().with_key(impostor.public_key()));
+    let untrusted = crate::api::BundleSigner { name: "publisher".into(), key_id: Some(key_id), trusted: false };
+    assert_eq!(signers(&other), [untrusted]);
+
+    // A record from before key ids: not trusted, though the name matches.
+    let path = install::catalog_root(data.path()).join("nginx").join(install::PROVENANCE_FILE);
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    record.as_object_mut().unwrap().remove("signed_by");
+    fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let old = crate::api::BundleSigner { name: "publisher".into(), key_id: None, trusted: false };
+    assert_eq!(signers(&installer), [old]);
+}
