@@ -21,6 +21,7 @@ use proximity::events::{Event, EventKind, EventSink, LogLevel};
 use proximity::manifest::ParamValue;
 use proximity::runtime::{Action, ActionResult, RunError, RunOutcome, Runtime, RuntimeConfig};
 use proximity_tests::lxc::{argv, backend, containers_of, listed, lxcpath, owner, running, spec, unique, Cleanup};
+use proximity_tests::plan::steps;
 use proximity_tests::{install_on, load, prepared, recipe, uninstall_on};
 
 fn runtime() -> Runtime {
@@ -97,16 +98,6 @@ async fn health_of(
     let outcome = outcome.unwrap_or_else(|err| panic!("health runs: {err}"));
     let ActionResult::Health { report } = outcome.result else { panic!("a health report expected") };
     (report.healthy, report.checks.into_iter().map(|c| (c.name, c.ok, c.detail)).collect())
-}
-
-fn steps(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Step { name } => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn warnings(events: &[Event]) -> Vec<String> {

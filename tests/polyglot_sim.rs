@@ -10,7 +10,7 @@ use proximity::backend::sim::ExecRule;
 use proximity::events::{Event, EventKind, LogLevel};
 use proximity::plan::PlanStep;
 use proximity::runtime::{ActionResult, RunFailure, Runtime, RuntimeConfig};
-use proximity_tests::plan::{exec_timeout_ms, execs, secret, written};
+use proximity_tests::plan::{exec_timeout_ms, execs, secret, steps, written};
 use proximity_tests::{install, recipe, sim_for, uninstall_on};
 
 /// Interpreter components take seconds to compile: the tests share the host's
@@ -30,16 +30,6 @@ fn position(commands: &[Vec<String>], words: &[&str]) -> usize {
             words.iter().all(|w| rest.any(|a| a == w))
         })
         .unwrap_or_else(|| panic!("no command with {words:?} in {commands:#?}"))
-}
-
-fn steps(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Step { name } => Some(name.clone()),
-            _ => None,
-        })
-        .collect()
 }
 
 fn info_lines(events: &[Event]) -> Vec<String> {

@@ -6,14 +6,13 @@
 mod common;
 
 use std::fs;
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use proximity::api;
 use serde_json::json;
 
-use common::{create_token, proximity, repo, Server};
+use common::{create_token, proximity, repo, serve_file, Server};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -136,26 +135,6 @@ async fn post_bytes(server: &Server, token: &str, bytes: Vec<u8>, query: &str) -
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.unwrap();
     (status, body["error"]["code"].as_str().unwrap_or("").to_string())
-}
-
-/// One file served over loopback HTTP/1.1 (a place to fetch a bundle from).
-fn serve_file(bytes: Vec<u8>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/bundle.prox", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                bytes.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&bytes);
-        }
-    });
-    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use proximity::api;
 
-use common::{create_token, proximity, repo, Server};
+use common::{create_token, proximity, repo, serve_file, Server};
 
 fn in_ci() -> bool {
     std::env::var("CI").as_deref() == Ok("true")
@@ -294,27 +294,6 @@ fn a_failing_deploy_shows_the_step_the_error_and_the_cleanup() {
 #[test]
 fn settings_keep_the_token_and_list_bundles_and_publishers() {
     browser_scenario("settings");
-}
-
-/// Serves `bytes` at a loopback URL, over plain HTTP/1.1, until the test ends.
-fn serve_file(bytes: Vec<u8>) -> String {
-    use std::io::{Read as _, Write as _};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/bundle.prox", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                bytes.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&bytes);
-        }
-    });
-    url
 }
 
 #[test]

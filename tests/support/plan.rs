@@ -1,5 +1,6 @@
-//! Reading a simulator plan and a run's parameters in the sim tests.
+//! Reading a simulator plan, a run's events and its parameters in the tests.
 
+use proximity::events::{Event, EventKind};
 use proximity::manifest::{ParamValue, ResolvedParams};
 use proximity::plan::PlanStep;
 
@@ -37,4 +38,15 @@ pub fn secret(params: &ResolvedParams, name: &str) -> String {
         Some((_, ParamValue::Text(value))) => value.clone(),
         other => panic!("secret {name} missing: {other:?}"),
     }
+}
+
+/// The progress steps a run reported, in order.
+pub fn steps(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Step { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }

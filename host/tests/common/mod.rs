@@ -1,5 +1,6 @@
 //! A `proximity serve` child process for the HTTP tests, and the binary's
-//! other commands they need. Each test binary uses part of it.
+//! other commands they need, and a loopback file server to fetch bundles
+//! from. Each test binary uses part of it.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -105,4 +106,25 @@ pub fn create_token(data: &Path, name: &str) -> String {
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(token.starts_with("prx_"), "{token}");
     token
+}
+
+/// One file served over loopback HTTP/1.1 (a place to fetch a bundle from).
+pub fn serve_file(bytes: Vec<u8>) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/bundle.prox", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                bytes.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&bytes);
+        }
+    });
+    url
 }
