@@ -58,12 +58,22 @@ pub enum BundleError {
     #[error("signature `{name}` is invalid: {reason}")]
     BadSignature { name: String, reason: String },
     #[error("bundle {digest} is not signed; an unsigned bundle is refused unless allowed for its digest")]
-    Unsigned { digest: String },
+    Unsigned {
+        digest: String,
+        /// What the recipe would be allowed to do, in words: the operator's
+        /// grounds for allowing the bundle anyway.
+        grants: Vec<String>,
+    },
     #[error(
         "bundle {digest} is signed only by keys that are not trusted ({}); refused unless allowed for its digest",
         signers.join(", ")
     )]
-    Untrusted { digest: String, signers: Vec<String> },
+    Untrusted {
+        digest: String,
+        signers: Vec<String>,
+        /// As for `Unsigned`.
+        grants: Vec<String>,
+    },
     #[error("{}: {reason}", path.display())]
     BadKeyFile { path: PathBuf, reason: String },
 

@@ -250,14 +250,6 @@ impl RecipeInstaller {
         Ok((Prepared { verified, bytes }, review))
     }
 
-    /// The grants, in words, of a bundle refused only for want of a trusted
-    /// signature (`digest` is the one the refusal named): every other check
-    /// still applies, so a malformed bundle yields nothing.
-    pub fn untrusted_grants(&self, bytes: &[u8], digest: &str) -> Option<Vec<String>> {
-        let trust = self.trust.clone().allow_digest(digest);
-        verify_with_limits(bytes, &trust, &self.limits).ok().map(|verified| verified.manifest.summary_lines())
-    }
-
     /// Stores a prepared bundle, deciding again against what is installed
     /// now (another install may have come first).
     pub fn commit(&self, prepared: Prepared, options: &InstallOptions<'_>) -> Result<Installed, InstallError> {

@@ -79,10 +79,13 @@ pub fn verify_with_limits(
     let trusted = signers.iter().any(Signer::is_trusted);
     let allowed = trust.allows_without_trust(&digest);
     if !trusted && !allowed {
+        // Everything but trust was checked: the manifest is the bundle's own.
+        let grants = opened.manifest.summary_lines();
         return Err(if signers.is_empty() {
-            BundleError::Unsigned { digest }
+            BundleError::Unsigned { digest, grants }
         } else {
-            BundleError::Untrusted { digest, signers: signers.iter().map(|s| format!("key {}", s.key_id)).collect() }
+            let signers = signers.iter().map(|s| format!("key {}", s.key_id)).collect();
+            BundleError::Untrusted { digest, signers, grants }
         });
     }
     let entries = opened

@@ -72,9 +72,9 @@ pub(crate) async fn install(
                     format!("expected {{\"url\": …}}: {err}"),
                 )
             })?;
-            Bytes::from(fetch_bundle(&request.url, limit).await.map_err(fetch_error)?)
+            fetch_bundle(&request.url, limit).await.map_err(fetch_error)?
         }
-        Some("application/octet-stream") | None => bytes,
+        Some("application/octet-stream") | None => Vec::from(bytes),
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -102,24 +102,12 @@ pub(crate) async fn install(
         tokio::task::spawn_blocking(move || {
             let trust = allow_untrusted.as_deref().map(|digest| installer.trust().clone().allow_digest(digest));
             let result = if review {
-                installer.review(bytes.to_vec(), trust.as_ref()).map(|(prepared, review)| (prepared, Some(review)))
+                installer.review(bytes, trust.as_ref()).map(|(prepared, review)| (prepared, Some(review)))
             } else {
                 let options = InstallOptions { accept_grants: accept_grants.as_deref() };
-                installer.prepare(bytes.to_vec(), trust.as_ref(), &options).map(|prepared| (prepared, None))
+                installer.prepare(bytes, trust.as_ref(), &options).map(|prepared| (prepared, None))
             };
-            result.map_err(|err| {
-                // Refused for its signers: still say what it would be allowed
-                // to do, for the operator deciding whether to allow it anyway.
-                let grants = match &err {
-                    InstallError::Bundle(BundleError::Unsigned { digest } | BundleError::Untrusted { digest, .. }) => {
-                        installer.untrusted_grants(&bytes, digest)
-                    }
-                    _ => None,
-                };
-                let mut error = install_error(err);
-                error.details.extend(grants_in_words(grants.unwrap_or_default()));
-                error
-            })
+            result.map_err(install_error)
         })
         .await
         .map_err(|err| ApiError::internal(format!("a worker thread failed: {err}")))??
@@ -168,8 +156,14 @@ fn too_large(message: String) -> ApiError {
 fn install_error(err: InstallError) -> ApiError {
     let message = err.to_string();
     match err {
-        InstallError::Bundle(BundleError::Unsigned { digest } | BundleError::Untrusted { digest, .. }) => {
-            ApiError::new(StatusCode::FORBIDDEN, "untrusted-bundle", message).with_digest(digest)
+        // Refused for its signers: it still says what the recipe would be
+        // allowed to do, for the operator deciding whether to allow it anyway.
+        InstallError::Bundle(
+            BundleError::Unsigned { digest, grants } | BundleError::Untrusted { digest, grants, .. },
+        ) => {
+            let mut error = ApiError::new(StatusCode::FORBIDDEN, "untrusted-bundle", message).with_digest(digest);
+            error.details = grants_in_words(grants).collect();
+            error
         }
         InstallError::Bundle(BundleError::BundleTooLarge { .. } | BundleError::EntryTooLarge { .. }) => {
             too_large(message)

@@ -150,7 +150,7 @@ const MAX_ICON_BYTES: u64 = 1 << 20;
 
 /// The content type of an icon file, by its extension; `None` for a type the
 /// page does not show.
-pub(crate) fn icon_content_type(path: &std::path::Path) -> Option<&'static str> {
+fn icon_content_type(path: &std::path::Path) -> Option<&'static str> {
     let extension = path.extension()?.to_str()?.to_ascii_lowercase();
     Some(match extension.as_str() {
         "svg" => "image/svg+xml",

@@ -83,7 +83,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     }
     let verified = bundle::verify(&bytes, &trust).map_err(|err| {
         let hint = match &err {
-            BundleError::Unsigned { digest } | BundleError::Untrusted { digest, .. } => format!(
+            BundleError::Unsigned { digest, .. } | BundleError::Untrusted { digest, .. } => format!(
                 "\nhint: add the publisher's public key to the trusted-keys directory ({}), or accept this very \
                  bundle with --allow-untrusted={digest}",
                 trust.trusted_keys_dir.as_deref().map_or("none given".into(), |d| d.display().to_string())

@@ -159,7 +159,7 @@ fn confirmed(flag: &Option<String>, digest: &str) -> Option<String> {
 fn refused(source: &str, err: InstallError, keys: &std::path::Path) -> anyhow::Error {
     let hint = match &err {
         InstallError::Bundle(
-            bundle::BundleError::Unsigned { digest } | bundle::BundleError::Untrusted { digest, .. },
+            bundle::BundleError::Unsigned { digest, .. } | bundle::BundleError::Untrusted { digest, .. },
         ) => {
             format!(
                 "\nhint: put the publisher's public key in {}, or accept this very bundle with --allow-untrusted={digest}",
